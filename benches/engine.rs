@@ -1,0 +1,52 @@
+//! The engine on a realistic ~10 KB runner pod (a Job's pod as the apiserver
+//! sends it, with 95 env vars; 10 KB as compact JSON, affinity and tolerations), next to a baseline
+//! every webhook pays anyway: parsing and re-serialising that pod. The ratio
+//! is the figure to watch (docs/performance.md); absolute times vary with the
+//! machine.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use dind_injector::config::Config;
+use dind_injector::inject::{Decision, Engine, Mode};
+use serde_json::Value;
+use std::hint::black_box;
+
+fn pod_text() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bench-runner-pod.json"
+    );
+    std::fs::read_to_string(path).expect("bench fixture")
+}
+
+fn bench(c: &mut Criterion) {
+    let text = pod_text();
+    let pod: Value = serde_json::from_str(&text).expect("fixture is JSON");
+    let compact = serde_json::to_string(&pod).expect("json");
+    let engine = Engine::new(Config::default(), Mode::Classic).expect("default config");
+    let native = Engine::new(Config::default(), Mode::Native).expect("default config");
+    assert!(matches!(engine.review(&pod), Ok(Decision::Inject(_))));
+
+    let mut group = c.benchmark_group("runner-pod-10k");
+    group.bench_function("baseline: parse + serialise", |b| {
+        b.iter(|| {
+            let v: Value = serde_json::from_str(black_box(&compact)).expect("json");
+            black_box(serde_json::to_vec(&v).expect("json"))
+        })
+    });
+    group.bench_function("engine review (classic)", |b| {
+        b.iter(|| black_box(engine.review(black_box(&pod))))
+    });
+    group.bench_function("engine review (native)", |b| {
+        b.iter(|| black_box(native.review(black_box(&pod))))
+    });
+    group.bench_function("engine review + patch to JSON (classic)", |b| {
+        b.iter(|| match engine.review(black_box(&pod)) {
+            Ok(Decision::Inject(i)) => black_box(serde_json::to_vec(&i.patch).expect("json")),
+            other => panic!("unexpected {other:?}"),
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,3 @@
+//! The subcommands' shells around the library, one module each.
+
+pub mod inject;

@@ -1,0 +1,280 @@
+//! Builds the objects the engine adds: volumes, containers, mounts, env.
+//!
+//! Typed k8s-openapi structs are used here, and only here, to *build* new
+//! objects (a misspelt field name is then a compile error); they are turned
+//! into JSON at once and never used to re-serialise what came in.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Probe, ResourceRequirements,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_json::Value;
+
+use super::plan::{Plan, SharedDir};
+use crate::config::Config;
+use crate::contract::{container, path, DOCKER_HOST};
+
+/// The unprivileged user the init container runs as. emptyDirs are
+/// world-writable, so it needs no privilege to fill them, and root in the
+/// `dind` container reads what it wrote.
+const INIT_UID: i64 = 65532;
+
+/// The variables the runner (and every `docker` it runs) needs to reach the
+/// injected daemon over TLS.
+pub const RUNNER_ENV: [(&str, &str); 3] = [
+    ("DOCKER_HOST", DOCKER_HOST),
+    ("DOCKER_TLS_VERIFY", "1"),
+    ("DOCKER_CERT_PATH", path::CLIENT_CERTS_DIR),
+];
+
+pub fn empty_dir(name: &str, size_limit: Option<&str>) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: size_limit.map(|s| Quantity(s.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn mount(name: &str, mount_path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: mount_path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+fn quantities(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!map.is_empty()).then(|| {
+        map.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect()
+    })
+}
+
+/// `dind-injector init`: copies the binary, writes the TLS material.
+pub fn init_container(config: &Config, plan: &Plan) -> Result<Value, serde_json::Error> {
+    let v = &plan.volumes;
+    serde_json::to_value(Container {
+        name: container::INIT.into(),
+        image: Some(config.injector.image.clone()),
+        image_pull_policy: Some(config.injector.image_pull_policy.as_str().into()),
+        command: Some(vec![
+            path::IMAGE_BINARY.into(),
+            "init".into(),
+            format!("--bin-dir={}", path::BIN_DIR),
+            format!("--certs-dir={}", path::CERTS_DIR),
+        ]),
+        volume_mounts: Some(vec![
+            mount(&v.bin, path::BIN_DIR, false),
+            mount(&v.certs, path::CERTS_DIR, false),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: quantities(&BTreeMap::from([
+                ("cpu".into(), "10m".into()),
+                ("memory".into(), "16Mi".into()),
+            ])),
+            limits: quantities(&BTreeMap::from([("memory".into(), "64Mi".into())])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(INIT_UID),
+            run_as_group: Some(INIT_UID),
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The shell script of the externals copy: copies when the runner image has
+/// the directory, and says so in the container log when it has not (a runner
+/// image other than actions-runner may have no externals).
+const COPY_EXTERNALS: &str = r#"if [ -d "$1" ]; then exec cp -a "$1/." "$2/"; fi; echo "dind-injector: $1 is not in this image; nothing to share" >&2"#;
+
+/// Copies the runner image's externals into the shared volume, from the
+/// runner's own image (the files exist nowhere else).
+pub fn externals_container(
+    runner: &Value,
+    externals_dir: &str,
+    volume: &str,
+) -> Result<Value, serde_json::Error> {
+    let image = runner
+        .get("image")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let pull = runner
+        .get("imagePullPolicy")
+        .and_then(Value::as_str)
+        .map(String::from);
+    serde_json::to_value(Container {
+        name: container::EXTERNALS.into(),
+        image,
+        image_pull_policy: pull,
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            COPY_EXTERNALS.into(),
+            container::EXTERNALS.into(),
+            externals_dir.into(),
+            path::EXTERNALS_STAGING.into(),
+        ]),
+        volume_mounts: Some(vec![mount(volume, path::EXTERNALS_STAGING, false)]),
+        ..Default::default()
+    })
+}
+
+/// A probe that asks the daemon itself, over its unix socket.
+fn docker_probe(period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["docker".into(), "version".into()]),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failure_threshold),
+        ..Default::default()
+    }
+}
+
+/// The `dind` container: a regular sidecar (classic) or a native sidecar.
+pub fn dind_container(config: &Config, plan: &Plan) -> Result<Value, serde_json::Error> {
+    let v = &plan.volumes;
+    let mut command = vec![path::BINARY.to_string(), "sidecar".into()];
+    if plan.standalone_sidecar {
+        command.push("--standalone".into());
+    }
+    command.extend(["--".into(), "dockerd-entrypoint.sh".into()]);
+    command.extend(config.dind.dockerd_args.iter().cloned());
+    command.extend(
+        config
+            .dind
+            .registry_mirrors
+            .iter()
+            .map(|m| format!("--registry-mirror={m}")),
+    );
+
+    let mut mounts = [
+        mount(&v.certs, path::CERTS_DIR, true),
+        mount(&v.storage, path::DOCKER_DATA, false),
+        mount(&v.run, path::RUN_DIR, false),
+        mount(&v.bin, path::BIN_DIR, true),
+    ]
+    .iter()
+    .map(serde_json::to_value)
+    .collect::<Result<Vec<_>, _>>()?;
+    for dir in plan.shared_dirs() {
+        mounts.push(dir.daemon_mount()?);
+    }
+
+    let resources = &config.dind.resources;
+    let native = plan.native;
+    let mut dind = serde_json::to_value(Container {
+        name: container::DIND.into(),
+        image: Some(config.dind.image.clone()),
+        image_pull_policy: Some(config.dind.image_pull_policy.as_str().into()),
+        command: Some(command),
+        env: Some(vec![EnvVar {
+            name: "DOCKER_TLS_CERTDIR".into(),
+            value: Some(path::CERTS_DIR.into()),
+            ..Default::default()
+        }]),
+        resources: (!resources.requests.is_empty() || !resources.limits.is_empty()).then(|| {
+            ResourceRequirements {
+                requests: quantities(&resources.requests),
+                limits: quantities(&resources.limits),
+                ..Default::default()
+            }
+        }),
+        // Root, whatever the pod says: dockerd cannot run as the runner's
+        // user, and a pod-level runAsUser/runAsNonRoot would otherwise be
+        // inherited and stop the daemon from starting.
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            ..Default::default()
+        }),
+        readiness_probe: Some(docker_probe(10, 3)),
+        // Native sidecars gate the runner's start on this probe: poll every
+        // second, for as long as the supervisor would wait in classic mode.
+        startup_probe: native.then(|| docker_probe(1, plan.docker_wait_budget.max(1) as i32)),
+        restart_policy: native.then(|| "Always".into()),
+        ..Default::default()
+    })?;
+    dind["volumeMounts"] = Value::Array(mounts);
+    Ok(dind)
+}
+
+/// The runner's new command: the supervisor in front of what it ran before.
+pub fn supervised_command(plan: &Plan, config: &Config, command: &[String]) -> Vec<String> {
+    let mut cmd = vec![
+        path::BINARY.to_string(),
+        "supervise".into(),
+        format!("--drain-timeout={}", plan.drain_timeout),
+        format!("--docker-wait={}", plan.docker_wait),
+        format!("--drain-process={}", config.runner.drain_process),
+        "--".into(),
+    ];
+    cmd.extend(command.iter().cloned());
+    cmd
+}
+
+pub fn runner_env(skip: &[&str]) -> Result<Vec<Value>, serde_json::Error> {
+    RUNNER_ENV
+        .iter()
+        .filter(|(name, _)| !skip.contains(name))
+        .map(|(name, value)| {
+            serde_json::to_value(EnvVar {
+                name: (*name).into(),
+                value: Some((*value).into()),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// Mount paths the runner gets from us; a runner that already uses one of
+/// them cannot be injected (the apiserver refuses duplicate mount paths).
+pub const RUNNER_RESERVED_PATHS: [&str; 3] = [path::CLIENT_CERTS_DIR, path::RUN_DIR, path::BIN_DIR];
+
+pub fn runner_mounts(plan: &Plan) -> Result<Vec<Value>, serde_json::Error> {
+    let v = &plan.volumes;
+    let mut mounts = vec![
+        serde_json::to_value(VolumeMount {
+            sub_path: Some("client".into()),
+            ..mount(&v.certs, path::CLIENT_CERTS_DIR, true)
+        })?,
+        serde_json::to_value(mount(&v.run, path::RUN_DIR, false))?,
+        serde_json::to_value(mount(&v.bin, path::BIN_DIR, true))?,
+    ];
+    for dir in plan.shared_dirs() {
+        if let SharedDir::Added { volume, path } = dir {
+            mounts.push(serde_json::to_value(mount(volume, path, false))?);
+        }
+    }
+    Ok(mounts)
+}
+
+impl SharedDir {
+    /// The daemon mounts a shared directory exactly as the runner does.
+    fn daemon_mount(&self) -> Result<Value, serde_json::Error> {
+        match self {
+            SharedDir::Added { volume, path } => serde_json::to_value(mount(volume, path, false)),
+            SharedDir::Existing { mount } => Ok(mount.clone()),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The mutation engine: pod JSON and config in, a decision out. No I/O.
+//!
+//! The server, the offline `inject` command and the tests are its only
+//! callers. It reads the pod as untyped JSON and changes it only through a
+//! [`patch::Recorder`], so the JSON Patch it returns is exactly the change it
+//! made, and fields it does not know (from any Kubernetes release) pass
+//! through untouched.
+
+mod build;
+pub mod overrides;
+pub mod patch;
+mod plan;
+pub mod pod;
+pub mod skip;
+
+use json_patch::Patch;
+use serde_json::{json, Map, Value};
+
+use crate::config::{Config, ConfigError};
+use crate::contract::{self, annotation};
+pub use overrides::AnnotationError;
+pub use patch::EngineBug;
+use plan::{Plan, SharedDir};
+use pod::ContainerList;
+pub use skip::SkipReason;
+
+/// How `dind` is attached to the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A regular container; the lifecycle protocol orders start and stop.
+    Classic,
+    /// An init container with `restartPolicy: Always` (Kubernetes ≥ 1.29);
+    /// the kubelet orders start and stop.
+    Native,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Classic => "classic",
+            Mode::Native => "native",
+        }
+    }
+}
+
+/// What the engine decided for one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Allowed with changes.
+    Inject(Injection),
+    /// Allowed unchanged.
+    Skip {
+        reason: SkipReason,
+        /// Set where the user should hear about it (e.g. the pod runs its own
+        /// daemon); `None` for the ordinary cases (not a runner, opted out).
+        warning: Option<String>,
+    },
+    /// Refused. The message is user-facing: it ends up in `kubectl` output.
+    Deny { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    /// The injected pod, as the apiserver will store it.
+    pub pod: Value,
+    /// The change from the input to [`Injection::pod`]: only `add`, plus
+    /// `replace` of the fields in [`patch::REPLACEABLE`].
+    pub patch: Patch,
+    pub warnings: Vec<String>,
+    pub mode: Mode,
+}
+
+/// The engine with its validated configuration.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: Config,
+    auto_mode: Mode,
+}
+
+impl Engine {
+    /// `auto_mode` is what `sidecarMode: auto` means here: the server learns
+    /// it from the cluster; offline use passes [`Mode::Classic`], which works
+    /// on every Kubernetes version.
+    pub fn new(config: Config, auto_mode: Mode) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self { config, auto_mode })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Decides for one pod. `Err` only for a bug in the engine itself.
+    pub fn review(&self, pod: &Value) -> Result<Decision, EngineBug> {
+        let skip = |reason, warning: Option<String>| Ok(Decision::Skip { reason, warning });
+        let deny = |message: String| Ok(Decision::Deny { message });
+
+        if pod.get("kind").is_some_and(|k| k != "Pod") {
+            return skip(SkipReason::NotAPod, None);
+        }
+        if pod::label(pod, contract::RUNNER_LABEL) != Some(contract::RUNNER_LABEL_VALUE) {
+            return skip(SkipReason::NotRunner, None);
+        }
+        if pod::annotation(pod, contract::MIRROR_POD_ANNOTATION).is_some() {
+            return skip(SkipReason::MirrorPod, None);
+        }
+        if let Err(problem) = pod::check_shape(pod) {
+            return skip(
+                SkipReason::InvalidPod,
+                Some(format!("dind-injector left this pod unchanged: {problem}")),
+            );
+        }
+        let annotations = pod::string_map(pod, "annotations");
+        match overrides::inject_wanted(annotations) {
+            Ok(true) => {}
+            Ok(false) => return skip(SkipReason::OptedOut, None),
+            Err(e) => return deny(e.to_string()),
+        }
+        if skip::already_injected(pod) {
+            return skip(SkipReason::AlreadyInjected, None);
+        }
+        if let Some(name) = skip::own_daemon(pod) {
+            return skip(
+                SkipReason::OwnDaemon,
+                Some(format!(
+                    "container {name:?} runs its own Docker daemon; dind-injector left the pod unchanged"
+                )),
+            );
+        }
+        let overrides = match overrides::Overrides::parse(annotations) {
+            Ok(o) => o,
+            Err(e) => return deny(e.to_string()),
+        };
+        if pod::spec_bool(pod, "hostNetwork") && !self.config.allow_host_network {
+            return deny(format!(
+                "hostNetwork pods would expose the injected Docker daemon on port {} of the node; \
+                 set allowHostNetwork in the dind-injector config, or annotate the pod {}: \"false\"",
+                contract::DOCKER_TLS_PORT,
+                annotation::INJECT
+            ));
+        }
+        let plan = match plan::plan(pod, &self.config, overrides, self.auto_mode) {
+            Ok(plan) => plan,
+            Err(message) => return deny(message),
+        };
+        self.inject(pod, plan).map(Decision::Inject)
+    }
+
+    fn inject(&self, pod: &Value, plan: Plan) -> Result<Injection, EngineBug> {
+        let config = &self.config;
+        let mut r = patch::Recorder::new(pod.clone());
+
+        if r.doc()
+            .pointer("/metadata/annotations")
+            .is_some_and(Value::is_object)
+        {
+            r.set(
+                "/metadata/annotations",
+                annotation::STATUS,
+                json!(contract::STATUS_INJECTED),
+            )?;
+        } else {
+            let mut annotations = Map::new();
+            annotations.insert(annotation::STATUS.into(), json!(contract::STATUS_INJECTED));
+            r.set("/metadata", "annotations", Value::Object(annotations))?;
+        }
+
+        let v = &plan.volumes;
+        let mut volumes = vec![
+            build::empty_dir(&v.certs, None)?,
+            build::empty_dir(&v.storage, plan.storage_size_limit.as_deref())?,
+            build::empty_dir(&v.run, None)?,
+            build::empty_dir(&v.bin, None)?,
+        ];
+        for dir in plan.shared_dirs() {
+            if let SharedDir::Added { volume, .. } = dir {
+                volumes.push(build::empty_dir(volume, None)?);
+            }
+        }
+        r.extend("/spec", "volumes", volumes)?;
+
+        let runner = &pod::containers(pod, ContainerList::Containers)[plan.runner_index];
+        let mut init = vec![build::init_container(config, &plan)?];
+        if let (Some(dir), Some(SharedDir::Added { volume, .. })) =
+            (&plan.externals_copy, &plan.externals)
+        {
+            init.push(build::externals_container(runner, dir, volume)?);
+        }
+        let dind = build::dind_container(config, &plan)?;
+        if plan.native {
+            init.push(dind.clone());
+        }
+        r.extend("/spec", ContainerList::InitContainers.key(), init)?;
+
+        let at = format!("/spec/containers/{}", plan.runner_index);
+        if let Some(command) = &plan.wrapped_command {
+            let supervised = build::supervised_command(&plan, config, command);
+            r.set(&at, "command", json!(supervised))?;
+        }
+        r.extend(&at, "env", build::runner_env(&plan.env_kept)?)?;
+        r.extend(&at, "volumeMounts", build::runner_mounts(&plan)?)?;
+
+        if !plan.native {
+            r.extend("/spec", ContainerList::Containers.key(), vec![dind])?;
+        }
+        if plan.set_share_process_namespace {
+            r.set("/spec", "shareProcessNamespace", json!(true))?;
+        }
+        if let Some(grace) = plan.raise_grace_to {
+            r.set("/spec", "terminationGracePeriodSeconds", json!(grace))?;
+        }
+
+        let (pod, patch) = r.finish();
+        Ok(Injection {
+            pod,
+            patch,
+            warnings: plan.warnings,
+            mode: if plan.native {
+                Mode::Native
+            } else {
+                Mode::Classic
+            },
+        })
+    }
+}
