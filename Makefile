@@ -16,21 +16,32 @@ KUBERNETES_SCHEMA_VERSION ?= 1.37.0
 KUBERNETES_VALIDATE_VERSION ?= 1.37.0
 VENV := $(CACHE_DIR)/venv-kv-$(KUBERNETES_VALIDATE_VERSION)
 
-.PHONY: all build run test unit schema lint fmt bench clean
+.PHONY: all build run certs test unit schema lint fmt bench clean
 
 all: build
 
 build:
 	cargo build --locked
 
-## make run: inject the example runner Job and show the result (no cluster needed).
-run: build
-	@echo "==> $(BIN) inject -f examples/runner-job.yaml"
-	@$(BIN) inject -f examples/runner-job.yaml
-	@echo
-	@echo "Try it on your own manifests (Pods, Jobs, CronJobs, ReplicaSets, Deployments, StatefulSets):"
-	@echo "  $(BIN) inject -f your-runner.yaml            # or -f - to read stdin"
-	@echo "  $(BIN) inject -f your-runner.yaml --mode native"
+WEBHOOK_ADDR ?= 127.0.0.1:8443
+METRICS_ADDR ?= 127.0.0.1:9090
+
+## make run: the webhook on https://$(WEBHOOK_ADDR)/mutate with dev certificates
+## (generated into certs/ when missing), metrics on http://$(METRICS_ADDR)/metrics.
+run: build certs/tls.crt
+	@echo "dind-injector: webhook https://$(WEBHOOK_ADDR)/mutate, metrics http://$(METRICS_ADDR)/metrics (Ctrl-C stops)"
+	@echo "Try it from another terminal:"
+	@echo "  curl -sS --cacert certs/ca.crt -H 'Content-Type: application/json' --data @examples/admission-review.json https://$(WEBHOOK_ADDR)/mutate | python3 scripts/show-review.py examples/admission-review.json"
+	@echo "Or offline, without the server:"
+	@echo "  $(BIN) inject -f examples/runner-job.yaml"
+	@exec $(BIN) serve --addr $(WEBHOOK_ADDR) --metrics-addr $(METRICS_ADDR) \
+		--tls-cert certs/tls.crt --tls-key certs/tls.key --log-format text --shutdown-delay 0s
+
+## make certs: (re)issue the dev serving certificate, keeping the dev CA.
+certs/tls.crt:
+	$(BIN) certs --out certs
+certs: build
+	$(BIN) certs --out certs
 
 ## make test: every test — unit, golden, property, CLI — and the schema check.
 test: unit schema

@@ -6,10 +6,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cmd;
 pub mod config;
 pub mod contract;
 pub mod image;
 pub mod inject;
+pub mod logging;
+pub mod pki;
 pub mod quantity;
+pub mod server;
 pub mod workload;
+pub mod x509;

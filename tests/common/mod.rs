@@ -1,6 +1,8 @@
 //! Shared setup for the integration tests.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use dind_injector::config::Config;

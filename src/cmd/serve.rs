@@ -1,0 +1,139 @@
+//! `dind-injector serve`: flags and environment, then the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::config::{Config, SidecarMode};
+use crate::inject::{Engine, Mode};
+use crate::server::{self, listener::Limits};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address of the HTTPS webhook endpoint.
+    #[arg(long, env = "DIND_INJECTOR_ADDR", default_value = "0.0.0.0:8443")]
+    pub addr: SocketAddr,
+    /// Address of the plain-HTTP Prometheus endpoint (/metrics).
+    #[arg(
+        long,
+        env = "DIND_INJECTOR_METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_addr: SocketAddr,
+    /// Serving certificate (PEM, leaf first); reloaded when it changes.
+    #[arg(
+        long,
+        env = "DIND_INJECTOR_TLS_CERT",
+        default_value = "/etc/dind-injector/tls/tls.crt"
+    )]
+    pub tls_cert: PathBuf,
+    /// Serving key (PEM); reloaded when it changes.
+    #[arg(
+        long,
+        env = "DIND_INJECTOR_TLS_KEY",
+        default_value = "/etc/dind-injector/tls/tls.key"
+    )]
+    pub tls_key: PathBuf,
+    /// Config file; every field defaults when absent.
+    #[arg(long, env = "DIND_INJECTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: json (one object per line, for clusters) or text.
+    #[arg(long, env = "DIND_INJECTOR_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "DIND_INJECTOR_CERT_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Readiness off to listener closed, on SIGTERM.
+    #[arg(long, env = "DIND_INJECTOR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish after the listener closed.
+    #[arg(long, env = "DIND_INJECTOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Open connections beyond this are closed at once.
+    #[arg(long, env = "DIND_INJECTOR_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    #[arg(long, env = "DIND_INJECTOR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/1 request headers must arrive within this time.
+    #[arg(long, env = "DIND_INJECTOR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Connections with no traffic for this long are closed.
+    #[arg(long, env = "DIND_INJECTOR_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// The request body must arrive within this time.
+    #[arg(long, env = "DIND_INJECTOR_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Larger bodies get 413 (the apiserver sends at most about 3 MiB).
+    #[arg(long, env = "DIND_INJECTOR_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// `250ms`, `2s`, `1m`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration: expected e.g. 250ms, 2s, 1m");
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(bad()),
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    crate::logging::init(&args.log_format);
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if config.sidecar_mode == SidecarMode::Auto {
+        tracing::info!(
+            "sidecarMode auto: classic (this build does not ask the cluster for its version)"
+        );
+    }
+    let engine = Engine::new(config, Mode::Classic)?;
+    let options = server::Options {
+        addr: args.addr,
+        metrics_addr: args.metrics_addr,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        cert_reload_interval: args.cert_reload_interval,
+        shutdown_delay: args.shutdown_delay,
+        limits: Limits {
+            max_connections: args.max_connections,
+            handshake_timeout: args.tls_handshake_timeout,
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            shutdown_grace: args.shutdown_grace,
+        },
+        max_body_bytes: args.max_body_bytes,
+        body_timeout: args.body_timeout,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(server::run(options, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["", "s", "1h", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `dind-injector serve`: the HTTPS AdmissionReview endpoint.
+//!
+//! A thin shell around the engine: TLS with reloadable certificates
+//! ([`tls`]), a bounded accept loop ([`listener`]), the routes ([`routes`]),
+//! and Prometheus metrics on a separate plain-HTTP port ([`metrics`]).
+
+pub mod listener;
+pub mod metrics;
+pub mod routes;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::inject::Engine;
+
+/// Whether the webhook should receive traffic: once its certificate is
+/// loaded and until shutdown begins. One place decides.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub cert_reload_interval: Duration,
+    /// Time between readiness going false and the listener closing, so that
+    /// endpoints controllers and load balancers stop sending first.
+    pub shutdown_delay: Duration,
+    pub limits: listener::Limits,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+}
+
+/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let store = Arc::new(
+        tls::CertStore::load(&options.tls_cert, &options.tls_key, provider.clone())
+            .context("cannot load the serving certificate")?,
+    );
+    let metrics = Arc::new(metrics::Metrics::new());
+    metrics.set_cert_expiry(store.not_after());
+    let tls_config = Arc::new(
+        tls::server_config(store.clone(), provider)
+            .context("cannot build the TLS configuration")?,
+    );
+
+    let listener = TcpListener::bind(options.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.addr))?;
+    let metrics_listener = TcpListener::bind(options.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", options.metrics_addr))?;
+    let addr = listener.local_addr().context("webhook address")?;
+    let metrics_addr = metrics_listener.local_addr().context("metrics address")?;
+
+    let readiness = Readiness::default();
+    let state = Arc::new(routes::AppState {
+        engine: Arc::new(engine),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        max_body_bytes: options.max_body_bytes,
+        body_timeout: options.body_timeout,
+    });
+    let app = routes::router(state);
+
+    // `done` fires after the webhook listener has drained; the metrics
+    // server and the certificate watcher stop with it.
+    let (done_tx, done_rx) = watch::channel(false);
+    let until_done = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|done| *done).await;
+    };
+    let metrics_task = tokio::spawn(serve_metrics(
+        metrics_listener,
+        metrics.clone(),
+        until_done(done_rx.clone()),
+    ));
+    let watch_metrics = metrics.clone();
+    let watcher = tokio::spawn(store.clone().watch(
+        options.cert_reload_interval,
+        move |s| watch_metrics.set_cert_expiry(s.not_after()),
+        until_done(done_rx.clone()),
+    ));
+
+    readiness.set(true);
+    metrics.set_ready(true);
+    tracing::info!(%addr, %metrics_addr, not_after = ?store.not_after(), "serving");
+    // One line on stdout for people and scripts: where to send requests.
+    println!("listening webhook=https://{addr}/mutate metrics=http://{metrics_addr}/metrics");
+
+    let shutdown = {
+        let readiness = readiness.clone();
+        let metrics = metrics.clone();
+        let delay = options.shutdown_delay;
+        async move {
+            let signal = termination().await;
+            tracing::info!(
+                signal,
+                delay_ms = delay.as_millis() as u64,
+                "shutting down: readiness off, then stop accepting"
+            );
+            readiness.set(false);
+            metrics.set_ready(false);
+            tokio::time::sleep(delay).await;
+        }
+    };
+    let conn_metrics = metrics.clone();
+    listener::serve(
+        listener,
+        tls_config,
+        app,
+        options.limits,
+        shutdown,
+        move |d| conn_metrics.connections(d),
+    )
+    .await;
+
+    let _ = done_tx.send(true);
+    let _ = watcher.await;
+    match metrics_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "metrics server task failed"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn termination() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            // Without signal handlers the process can only be killed; say so.
+            tracing::error!("cannot install signal handlers; graceful shutdown is unavailable");
+            std::future::pending().await
+        }
+    }
+}
+
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<metrics::Metrics>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                match metrics.encode() {
+                    Ok(text) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(e) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot encode metrics: {e}\n"),
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
