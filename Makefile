@@ -16,7 +16,7 @@ KUBERNETES_SCHEMA_VERSION ?= 1.37.0
 KUBERNETES_VALIDATE_VERSION ?= 1.37.0
 VENV := $(CACHE_DIR)/venv-kv-$(KUBERNETES_VALIDATE_VERSION)
 
-.PHONY: all build run certs test unit schema lint fmt bench clean
+.PHONY: all build run certs test unit schema lint fmt bench bench-engine bench-load clean
 
 all: build
 
@@ -65,9 +65,15 @@ lint:
 fmt:
 	cargo fmt
 
-## make bench: criterion benchmark of the engine (see docs/performance.md).
-bench:
+## make bench: criterion benchmark of the engine, then the HTTPS load test
+## against a ceiling server (see docs/performance.md).
+bench: bench-engine bench-load
+
+bench-engine:
 	cargo bench --locked --bench engine
+
+bench-load:
+	benches/load.sh
 
 clean:
 	cargo clean

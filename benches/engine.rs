@@ -10,6 +10,10 @@ use dind_injector::inject::{Decision, Engine, Mode};
 use serde_json::Value;
 use std::hint::black_box;
 
+// The same allocator as the binary, so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn pod_text() -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -43,6 +47,28 @@ fn bench(c: &mut Criterion) {
         b.iter(|| match engine.review(black_box(&pod)) {
             Ok(Decision::Inject(i)) => black_box(serde_json::to_vec(&i.patch).expect("json")),
             other => panic!("unexpected {other:?}"),
+        })
+    });
+    group.finish();
+
+    // The whole request path of the server minus the sockets: bytes of the
+    // example AdmissionReview in, answer bytes out.
+    let review_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/admission-review.json"
+    );
+    let review_bytes = std::fs::read(review_path).expect("example review");
+    let mut group = c.benchmark_group("admission-review-5k");
+    group.bench_function("baseline: parse review", |b| {
+        b.iter(|| {
+            black_box(serde_json::from_slice::<Value>(black_box(&review_bytes)).expect("json"))
+        })
+    });
+    group.bench_function("review to answer bytes", |b| {
+        b.iter(|| {
+            let answer = dind_injector::admission::review(&engine, black_box(&review_bytes))
+                .expect("review");
+            black_box(serde_json::to_vec(&answer.review).expect("json"))
         })
     });
     group.finish();

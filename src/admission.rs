@@ -57,10 +57,12 @@ impl Outcome {
         }
     }
 
+    /// The skip reason, `internal` for an engine bug, empty otherwise.
     pub fn reason(self) -> &'static str {
         match self {
             Outcome::Skipped(s) => s.as_str(),
-            _ => "",
+            Outcome::Error => "internal",
+            Outcome::Injected | Outcome::Denied => "",
         }
     }
 }

@@ -49,7 +49,7 @@ pub fn inject_document(engine: &Engine, doc: &mut Value) -> Result<Option<Decisi
     if pointer.is_empty() {
         let decision = engine.review(doc)?;
         if let Decision::Inject(injection) = &decision {
-            *doc = injection.pod.clone();
+            *doc = injection.apply(doc)?;
         }
         return Ok(Some(decision));
     }
@@ -65,8 +65,9 @@ pub fn inject_document(engine: &Engine, doc: &mut Value) -> Result<Option<Decisi
     });
     let decision = engine.review(&pod)?;
     if let Decision::Inject(injection) = &decision {
+        let injected = injection.apply(&pod)?;
         for key in ["metadata", "spec"] {
-            template[key] = injection.pod[key].clone();
+            template[key] = injected[key].clone();
         }
     }
     Ok(Some(decision))

@@ -39,7 +39,7 @@ fn every_fixture_matches_its_golden_file() {
     let mut mismatched = Vec::new();
     for (name, pod) in fixtures() {
         let decision = common::engine().review(&pod).expect("engine");
-        let got = common::record(&decision);
+        let got = common::record(&decision, &pod);
         let path = golden_dir.join(format!("{name}.json"));
         if update {
             let text = serde_json::to_string_pretty(&got).expect("json") + "\n";
@@ -65,12 +65,9 @@ fn every_injection_patch_applies_strictly_and_reinjection_is_a_no_op() {
             continue;
         };
         injected += 1;
-        assert_eq!(
-            common::apply(&pod, &injection.patch),
-            injection.pod,
-            "{name}"
-        );
-        let again = engine.review(&injection.pod).expect("engine");
+        let output = injection.apply(&pod).expect("apply");
+        assert_eq!(common::apply(&pod, &injection.patch), output, "{name}");
+        let again = engine.review(&output).expect("engine");
         assert_eq!(
             again,
             Decision::Skip {
@@ -132,7 +129,8 @@ fn injected_pods_follow_the_apiservers_pod_rules() {
         let Decision::Inject(injection) = engine.review(&pod).expect("engine") else {
             continue;
         };
-        let spec = &injection.pod["spec"];
+        let output = injection.apply(&pod).expect("apply");
+        let spec = &output["spec"];
         let volumes: Vec<&str> = spec["volumes"]
             .as_array()
             .expect("volumes")

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
-use super::plan::{Plan, SharedDir};
+use super::plan::{Plan, Shape, SharedDir};
 use crate::config::Config;
 use crate::contract::{container, path, DOCKER_HOST};
 
@@ -30,7 +30,7 @@ pub const RUNNER_ENV: [(&str, &str); 3] = [
     ("DOCKER_CERT_PATH", path::CLIENT_CERTS_DIR),
 ];
 
-pub fn empty_dir(name: &str, size_limit: Option<&str>) -> Result<Value, serde_json::Error> {
+fn empty_dir(name: &str, size_limit: Option<&str>) -> Result<Value, serde_json::Error> {
     serde_json::to_value(Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -58,9 +58,39 @@ fn quantities(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantit
     })
 }
 
+/// The objects built from a [`Shape`] alone.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub volumes: Vec<Value>,
+    pub init: Value,
+    pub dind: Value,
+    pub runner_mounts: Vec<Value>,
+}
+
+pub fn parts(config: &Config, shape: &Shape) -> Result<Parts, serde_json::Error> {
+    let v = &shape.volumes;
+    let mut volumes = vec![
+        empty_dir(&v.certs, None)?,
+        empty_dir(&v.storage, shape.storage_size_limit.as_deref())?,
+        empty_dir(&v.run, None)?,
+        empty_dir(&v.bin, None)?,
+    ];
+    for dir in shape.shared_dirs() {
+        if let SharedDir::Added { volume, .. } = dir {
+            volumes.push(empty_dir(volume, None)?);
+        }
+    }
+    Ok(Parts {
+        volumes,
+        init: init_container(config, shape)?,
+        dind: dind_container(config, shape)?,
+        runner_mounts: runner_mounts(shape)?,
+    })
+}
+
 /// `dind-injector init`: copies the binary, writes the TLS material.
-pub fn init_container(config: &Config, plan: &Plan) -> Result<Value, serde_json::Error> {
-    let v = &plan.volumes;
+fn init_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::Error> {
+    let v = &shape.volumes;
     serde_json::to_value(Container {
         name: container::INIT.into(),
         image: Some(config.injector.image.clone()),
@@ -150,10 +180,10 @@ fn docker_probe(period: i32, failure_threshold: i32) -> Probe {
 }
 
 /// The `dind` container: a regular sidecar (classic) or a native sidecar.
-pub fn dind_container(config: &Config, plan: &Plan) -> Result<Value, serde_json::Error> {
-    let v = &plan.volumes;
+fn dind_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::Error> {
+    let v = &shape.volumes;
     let mut command = vec![path::BINARY.to_string(), "sidecar".into()];
-    if plan.standalone_sidecar {
+    if shape.standalone_sidecar {
         command.push("--standalone".into());
     }
     command.extend(["--".into(), "dockerd-entrypoint.sh".into()]);
@@ -175,12 +205,12 @@ pub fn dind_container(config: &Config, plan: &Plan) -> Result<Value, serde_json:
     .iter()
     .map(serde_json::to_value)
     .collect::<Result<Vec<_>, _>>()?;
-    for dir in plan.shared_dirs() {
+    for dir in shape.shared_dirs() {
         mounts.push(dir.daemon_mount()?);
     }
 
     let resources = &config.dind.resources;
-    let native = plan.native;
+    let native = shape.native;
     let mut dind = serde_json::to_value(Container {
         name: container::DIND.into(),
         image: Some(config.dind.image.clone()),
@@ -211,7 +241,7 @@ pub fn dind_container(config: &Config, plan: &Plan) -> Result<Value, serde_json:
         readiness_probe: Some(docker_probe(10, 3)),
         // Native sidecars gate the runner's start on this probe: poll every
         // second, for as long as the supervisor would wait in classic mode.
-        startup_probe: native.then(|| docker_probe(1, plan.docker_wait_budget.max(1) as i32)),
+        startup_probe: native.then(|| docker_probe(1, shape.docker_wait_budget.max(1) as i32)),
         restart_policy: native.then(|| "Always".into()),
         ..Default::default()
     })?;
@@ -251,8 +281,8 @@ pub fn runner_env(skip: &[&str]) -> Result<Vec<Value>, serde_json::Error> {
 /// them cannot be injected (the apiserver refuses duplicate mount paths).
 pub const RUNNER_RESERVED_PATHS: [&str; 3] = [path::CLIENT_CERTS_DIR, path::RUN_DIR, path::BIN_DIR];
 
-pub fn runner_mounts(plan: &Plan) -> Result<Vec<Value>, serde_json::Error> {
-    let v = &plan.volumes;
+fn runner_mounts(shape: &Shape) -> Result<Vec<Value>, serde_json::Error> {
+    let v = &shape.volumes;
     let mut mounts = vec![
         serde_json::to_value(VolumeMount {
             sub_path: Some("client".into()),
@@ -261,7 +291,7 @@ pub fn runner_mounts(plan: &Plan) -> Result<Vec<Value>, serde_json::Error> {
         serde_json::to_value(mount(&v.run, path::RUN_DIR, false))?,
         serde_json::to_value(mount(&v.bin, path::BIN_DIR, true))?,
     ];
-    for dir in plan.shared_dirs() {
+    for dir in shape.shared_dirs() {
         if let SharedDir::Added { volume, path } = dir {
             mounts.push(serde_json::to_value(mount(volume, path, false))?);
         }

@@ -20,26 +20,18 @@ use crate::contract::{annotation, volume};
 const KUBERNETES_DEFAULT_GRACE: i64 = 30;
 
 pub struct Plan {
-    pub native: bool,
+    /// What the added objects are built from (see [`Shape`]).
+    pub shape: Shape,
     pub runner_index: usize,
     /// What the supervisor wraps; `None` when the runner's command is unknown
     /// (image ENTRYPOINT, no known entrypoint, no annotation).
     pub wrapped_command: Option<Vec<String>>,
-    /// The sidecar must not wait for a runner that never writes `runner.pid`
-    /// (no supervisor), nor in native mode (the kubelet orders the stop).
-    pub standalone_sidecar: bool,
     pub set_share_process_namespace: bool,
     /// New `terminationGracePeriodSeconds`, when the pod's is too short.
     pub raise_grace_to: Option<u32>,
     pub drain_timeout: u32,
     /// Passed to the supervisor: 0 in native mode (the kubelet waits).
     pub docker_wait: u32,
-    /// How long Docker may take to come up (the native startup probe's budget).
-    pub docker_wait_budget: u32,
-    pub storage_size_limit: Option<String>,
-    pub volumes: VolumeNames,
-    pub work: Option<SharedDir>,
-    pub externals: Option<SharedDir>,
     /// The externals directory to copy from the runner image, when we add it.
     pub externals_copy: Option<String>,
     /// Docker variables the runner already sets itself (left as they are).
@@ -47,7 +39,60 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+/// Everything the added volumes, the init container, `dind` and the runner's
+/// mounts are built from. Most pods share one of a few shapes, so the engine
+/// builds those once and clones them (`Engine::new`); the type makes sure
+/// nothing else can influence what is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    pub native: bool,
+    /// The sidecar must not wait for a runner that never writes `runner.pid`
+    /// (no supervisor), nor in native mode (the kubelet orders the stop).
+    pub standalone_sidecar: bool,
+    /// How long Docker may take to come up (the native startup probe's budget).
+    pub docker_wait_budget: u32,
+    pub storage_size_limit: Option<String>,
+    pub volumes: VolumeNames,
+    pub work: Option<SharedDir>,
+    pub externals: Option<SharedDir>,
+}
+
+impl Shape {
+    pub fn shared_dirs(&self) -> impl Iterator<Item = &SharedDir> {
+        self.work.iter().chain(self.externals.iter())
+    }
+
+    /// The shapes of pods that collide with none of our names and set no
+    /// override: classic with the supervisor, classic without, native.
+    pub fn defaults(config: &Config) -> Vec<Shape> {
+        let dir = |path: &Option<String>, volume: &str| {
+            path.clone().map(|path| SharedDir::Added {
+                volume: volume.to_string(),
+                path,
+            })
+        };
+        [(false, false), (false, true), (true, true)]
+            .into_iter()
+            .map(|(native, standalone_sidecar)| Shape {
+                native,
+                standalone_sidecar,
+                docker_wait_budget: config.runner.docker_wait_seconds,
+                storage_size_limit: config.dind.storage_size_limit.clone(),
+                volumes: VolumeNames {
+                    certs: volume::CERTS.into(),
+                    storage: volume::STORAGE.into(),
+                    run: volume::RUN.into(),
+                    bin: volume::BIN.into(),
+                },
+                work: dir(&config.runner.work_dir, volume::WORK),
+                externals: dir(&config.runner.externals_dir, volume::EXTERNALS),
+            })
+            .collect()
+    }
+}
+
 /// Names of the volumes the engine adds, unique within the pod.
+#[derive(Debug, Clone, PartialEq)]
 pub struct VolumeNames {
     pub certs: String,
     pub storage: String,
@@ -56,18 +101,13 @@ pub struct VolumeNames {
 }
 
 /// A directory the runner and the daemon must see at the same path.
+#[derive(Debug, Clone, PartialEq)]
 pub enum SharedDir {
     /// A new emptyDir, mounted in both.
     Added { volume: String, path: String },
     /// The runner already mounts something there; the daemon gets a copy of
     /// that mount (same volume, same subPath).
     Existing { mount: Value },
-}
-
-impl Plan {
-    pub fn shared_dirs(&self) -> impl Iterator<Item = &SharedDir> {
-        self.work.iter().chain(self.externals.iter())
-    }
 }
 
 /// Picks names not used by the pod nor by each other: `base`, `base-1`, …
@@ -278,21 +318,23 @@ pub fn plan(
     }
 
     Ok(Plan {
-        native,
+        shape: Shape {
+            native,
+            standalone_sidecar: !coordinated,
+            docker_wait_budget,
+            storage_size_limit: overrides
+                .storage_size_limit
+                .or_else(|| config.dind.storage_size_limit.clone()),
+            volumes,
+            work,
+            externals,
+        },
         runner_index,
         wrapped_command,
-        standalone_sidecar: !coordinated,
         set_share_process_namespace,
         raise_grace_to,
         drain_timeout,
         docker_wait,
-        docker_wait_budget,
-        storage_size_limit: overrides
-            .storage_size_limit
-            .or_else(|| config.dind.storage_size_limit.clone()),
-        volumes,
-        work,
-        externals,
         externals_copy,
         env_kept,
         warnings,

@@ -279,6 +279,32 @@ mod tests {
         std::fs::remove_dir_all(&d).ok();
     }
 
+    /// The kubelet's Secret volume update: files are links through `..data`,
+    /// which is swapped to a new timestamped directory in one rename.
+    #[test]
+    fn follows_a_kubelet_style_symlink_swap() {
+        use std::os::unix::fs::symlink;
+        let d = dir();
+        let (v1, v2) = (d.join("..2026_11_28_v1"), d.join("..2026_11_28_v2"));
+        crate::pki::write_dev_certs(&v1, &[], 30).unwrap();
+        std::fs::create_dir_all(&v2).unwrap();
+        for f in ["ca.crt", "ca.key"] {
+            std::fs::copy(v1.join(f), v2.join(f)).unwrap();
+        }
+        crate::pki::write_dev_certs(&v2, &[], 60).unwrap();
+        symlink("..2026_11_28_v1", d.join("..data")).unwrap();
+        for f in ["tls.crt", "tls.key"] {
+            symlink(format!("..data/{f}"), d.join(f)).unwrap();
+        }
+        let store = CertStore::load(&d.join("tls.crt"), &d.join("tls.key"), provider()).unwrap();
+        let before = store.not_after();
+        symlink("..2026_11_28_v2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        assert_eq!(store.reload().unwrap(), Reload::Reloaded);
+        assert!(store.not_after() > before);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
     #[test]
     fn missing_files_are_named() {
         let err = CertStore::load(

@@ -30,14 +30,14 @@ pub fn apply(original: &Value, patch: &json_patch::Patch) -> Value {
 }
 
 /// A decision as a golden record: what a reviewer wants to read in a diff.
-pub fn record(decision: &Decision) -> Value {
+pub fn record(decision: &Decision, pod: &Value) -> Value {
     match decision {
         Decision::Inject(i) => json!({
             "decision": "inject",
             "mode": i.mode.as_str(),
             "warnings": i.warnings,
             "patch": i.patch,
-            "pod": i.pod,
+            "pod": i.apply(pod).expect("the engine applies its own patch"),
         }),
         Decision::Skip { reason, warning } => json!({
             "decision": "skip",
