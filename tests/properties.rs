@@ -419,3 +419,20 @@ fn generated_pods_are_mostly_injected() {
         "command replaced in only {replaced_command}"
     );
 }
+
+proptest! {
+    /// The server's whole request path never panics, whatever the bytes,
+    /// and any well-formed review is answered with the uid echoed.
+    #[test]
+    fn arbitrary_reviews_are_answered_or_refused(object in any_json(), bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let engine = common::engine();
+        let _ = dind_injector::admission::review(&engine, &bytes);
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "object": object},
+        });
+        let body = serde_json::to_vec(&review).expect("json");
+        let answer = dind_injector::admission::review(&engine, &body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&answer.review["response"]["uid"], "u");
+    }
+}
