@@ -89,11 +89,16 @@ impl Metrics {
         }
     }
 
-    pub fn review(&self, outcome: &'static str, reason: &'static str, took: Duration) {
+    /// Counts one review; `took` (body complete to answer) only for reviews
+    /// that were answered, so that slow or refused uploads do not skew the
+    /// latency of the webhook itself.
+    pub fn review(&self, outcome: &'static str, reason: &'static str, took: Option<Duration>) {
         self.reviews
             .get_or_create(&ReviewLabels { outcome, reason })
             .inc();
-        self.duration.observe(took.as_secs_f64());
+        if let Some(took) = took {
+            self.duration.observe(took.as_secs_f64());
+        }
     }
 
     pub fn set_cert_expiry(&self, not_after: Option<i64>) {
@@ -123,8 +128,9 @@ mod tests {
     #[test]
     fn outcomes_are_counted_with_their_reason() {
         let m = Metrics::new();
-        m.review("skipped", "not-a-runner", Duration::from_micros(80));
-        m.review("injected", "", Duration::from_micros(300));
+        m.review("skipped", "not-a-runner", Some(Duration::from_micros(80)));
+        m.review("injected", "", Some(Duration::from_micros(300)));
+        m.review("error", "too-large", None);
         m.set_cert_expiry(Some(1_900_000_000));
         let text = m.encode().unwrap();
         assert!(

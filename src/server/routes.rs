@@ -49,14 +49,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// A request refused before review, with the status and a message that says
 /// what was wrong; counted as `error` with a stable reason.
-fn refuse(
-    state: &AppState,
-    started: Instant,
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
-) -> Response {
-    state.metrics.review("error", reason, started.elapsed());
+fn refuse(state: &AppState, status: StatusCode, reason: &'static str, message: String) -> Response {
+    state.metrics.review("error", reason, None);
     tracing::warn!(status = status.as_u16(), reason, %message, "request refused");
     let mut response = (status, format!("{message}\n")).into_response();
     response.headers_mut().insert(
@@ -67,7 +61,6 @@ fn refuse(
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let started = Instant::now();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -80,7 +73,6 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         let got = content_type.unwrap_or_else(|| "none".into());
         return refuse(
             &state,
-            started,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             format!("content type must be application/json, got {got}"),
@@ -91,7 +83,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-        return too_large(&state, started);
+        return too_large(&state);
     }
     let collected = tokio::time::timeout(
         state.body_timeout,
@@ -100,13 +92,10 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     .await;
     let bytes: Bytes = match collected {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return too_large(&state, started)
-        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(&state),
         Ok(Err(e)) => {
             return refuse(
                 &state,
-                started,
                 StatusCode::BAD_REQUEST,
                 "bad-body",
                 format!("cannot read the request body: {e}"),
@@ -115,7 +104,6 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Err(_) => {
             return refuse(
                 &state,
-                started,
                 StatusCode::REQUEST_TIMEOUT,
                 "body-timeout",
                 format!(
@@ -132,7 +120,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             let took = reviewed_at.elapsed();
             state
                 .metrics
-                .review(answer.outcome.as_str(), answer.outcome.reason(), took);
+                .review(answer.outcome.as_str(), answer.outcome.reason(), Some(took));
             let s = &answer.subject;
             let level_warn = matches!(answer.outcome, Outcome::Denied | Outcome::Error);
             macro_rules! log_review {
@@ -153,7 +141,6 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
                 Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
                 Err(e) => refuse(
                     &state,
-                    started,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "encode",
                     format!("cannot encode the answer: {e}"),
@@ -162,7 +149,6 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         }
         Err(bad) => refuse(
             &state,
-            started,
             StatusCode::BAD_REQUEST,
             "bad-review",
             bad.to_string(),
@@ -170,10 +156,9 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     }
 }
 
-fn too_large(state: &AppState, started: Instant) -> Response {
+fn too_large(state: &AppState) -> Response {
     refuse(
         state,
-        started,
         StatusCode::PAYLOAD_TOO_LARGE,
         "too-large",
         format!("request body is larger than {} bytes", state.max_body_bytes),
