@@ -10,6 +10,7 @@ pub mod admission;
 pub mod cmd;
 pub mod config;
 pub mod contract;
+pub mod detect;
 pub mod image;
 pub mod inject;
 pub mod logging;

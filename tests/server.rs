@@ -635,3 +635,84 @@ async fn the_make_run_example_shows_an_injected_pod() {
         .collect();
     assert_eq!(names, ["runner", "dind"]);
 }
+
+/// `sidecarMode: auto` without any Kubernetes API to ask: classic, said in
+/// the log and in the metrics. (Against a real apiserver: the e2e suite.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_without_an_api_falls_back_to_classic() {
+    let server = Server::start_with_env(
+        &[],
+        &[
+            ("KUBECONFIG", "/nonexistent/kubeconfig"),
+            ("KUBERNETES_SERVICE_HOST", ""),
+        ],
+    );
+    let mut conn = connect(server.addr, &server.ca(), Proto::H2)
+        .await
+        .expect("connect");
+    let reply = conn
+        .review(&review_for(V1, "auto", &fixture("job-pod")))
+        .await
+        .expect("review");
+    let patch = decode_patch(&reply.json()["response"]);
+    let patched = common::apply(&fixture("job-pod"), &patch);
+    let names: Vec<&str> = patched["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["runner", "dind"], "classic: dind is a container");
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains(r#"dind_injector_sidecar_mode{mode="classic"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"dind_injector_sidecar_mode{mode="native"} 0"#),
+        "{metrics}"
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("no answer from the Kubernetes API; using classic"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_mode_is_used_without_asking_the_cluster() {
+    let dir = common::server::temp_dir("native-config");
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "sidecarMode: native\n").expect("config");
+    let server = Server::start(&["--config", config.to_str().expect("utf8")]);
+    let mut conn = connect(server.addr, &server.ca(), Proto::H1)
+        .await
+        .expect("connect");
+    let reply = conn
+        .review(&review_for(V1, "native", &fixture("job-pod")))
+        .await
+        .expect("review");
+    let patched = common::apply(
+        &fixture("job-pod"),
+        &decode_patch(&reply.json()["response"]),
+    );
+    assert_eq!(
+        patched["spec"]["initContainers"].as_array().map(Vec::len),
+        Some(3),
+        "init, externals, dind"
+    );
+    assert_eq!(
+        patched["spec"]["initContainers"][2]["restartPolicy"],
+        "Always"
+    );
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains(r#"dind_injector_sidecar_mode{mode="native"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !server.log_text().contains("Kubernetes API"),
+        "a configured mode asks no API"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -65,6 +65,9 @@ pub struct Args {
     /// The request body must arrive within this time.
     #[arg(long, env = "DIND_INJECTOR_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub body_timeout: Duration,
+    /// How often `sidecarMode: auto` asks the cluster for its versions again.
+    #[arg(long, env = "DIND_INJECTOR_DETECT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub detect_interval: Duration,
     /// Larger bodies get 413 (the apiserver sends at most about 3 MiB).
     #[arg(long, env = "DIND_INJECTOR_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -114,6 +117,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         max_body_bytes: args.max_body_bytes,
         body_timeout: args.body_timeout,
+        detect_interval: args.detect_interval,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

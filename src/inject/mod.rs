@@ -114,6 +114,20 @@ impl Engine {
         &self.config
     }
 
+    /// What `sidecarMode: auto` means for this engine.
+    pub fn auto_mode(&self) -> Mode {
+        self.auto_mode
+    }
+
+    /// The same engine with `auto` meaning `mode` (the server's detection
+    /// decided; cheap enough to do whenever that decision changes).
+    pub fn with_auto_mode(&self, mode: Mode) -> Engine {
+        Engine {
+            auto_mode: mode,
+            ..self.clone()
+        }
+    }
+
     /// Decides for one pod. `Err` only for a bug in the engine itself.
     pub fn review(&self, pod: &Value) -> Result<Decision, EngineBug> {
         let skip = |reason, warning: Option<String>| Ok(Decision::Skip { reason, warning });

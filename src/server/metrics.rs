@@ -21,6 +21,11 @@ pub struct ReviewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -32,6 +37,7 @@ pub struct Metrics {
     cert_expiry: Gauge<i64, AtomicI64>,
     connections: Gauge<i64, AtomicI64>,
     ready: Gauge<i64, AtomicI64>,
+    sidecar_mode: Family<ModeLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -72,6 +78,12 @@ impl Metrics {
         );
         let ready = Gauge::<i64, AtomicI64>::default();
         registry.register("ready", "1 while the webhook reports ready", ready.clone());
+        let sidecar_mode = Family::<ModeLabels, Gauge>::default();
+        registry.register(
+            "sidecar_mode",
+            "1 for the sidecar mode that `auto` (or the configured mode) means now",
+            sidecar_mode.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -86,6 +98,15 @@ impl Metrics {
             cert_expiry,
             connections,
             ready,
+            sidecar_mode,
+        }
+    }
+
+    pub fn set_sidecar_mode(&self, mode: &'static str) {
+        for m in ["classic", "native"] {
+            self.sidecar_mode
+                .get_or_create(&ModeLabels { mode: m })
+                .set(i64::from(m == mode));
         }
     }
 

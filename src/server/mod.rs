@@ -4,6 +4,7 @@
 //! ([`tls`]), a bounded accept loop ([`listener`]), the routes ([`routes`]),
 //! and Prometheus metrics on a separate plain-HTTP port ([`metrics`]).
 
+pub mod autodetect;
 pub mod listener;
 pub mod metrics;
 pub mod routes;
@@ -12,14 +13,44 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::inject::Engine;
+use crate::config::SidecarMode;
+use crate::inject::{Engine, Mode};
+
+/// The engine in use; replaced (not mutated) when `auto` changes meaning.
+pub struct EngineHandle(RwLock<Arc<Engine>>);
+
+impl EngineHandle {
+    pub fn new(engine: Engine) -> Self {
+        Self(RwLock::new(Arc::new(engine)))
+    }
+
+    pub fn get(&self) -> Arc<Engine> {
+        // A poisoned lock means a panic while swapping an Arc: the Arc is whole.
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set_auto_mode(&self, mode: Mode) {
+        let current = self.get();
+        if current.auto_mode() == mode {
+            return;
+        }
+        let next = Arc::new(current.with_auto_mode(mode));
+        match self.0.write() {
+            Ok(mut guard) => *guard = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
 
 /// Whether the webhook should receive traffic: once its certificate is
 /// loaded and until shutdown begins. One place decides.
@@ -49,6 +80,8 @@ pub struct Options {
     pub limits: listener::Limits,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    /// How often `sidecarMode: auto` asks the cluster again.
+    pub detect_interval: Duration,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
@@ -75,8 +108,10 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     let metrics_addr = metrics_listener.local_addr().context("metrics address")?;
 
     let readiness = Readiness::default();
+    let configured = engine.config().sidecar_mode;
+    let engine = Arc::new(EngineHandle::new(engine));
     let state = Arc::new(routes::AppState {
-        engine: Arc::new(engine),
+        engine: engine.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         max_body_bytes: options.max_body_bytes,
@@ -101,6 +136,24 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
         move |s| watch_metrics.set_cert_expiry(s.not_after()),
         until_done(done_rx.clone()),
     ));
+
+    let detection = match configured {
+        SidecarMode::Auto => Some(tokio::spawn(autodetect::run(
+            engine.clone(),
+            metrics.clone(),
+            options.detect_interval,
+            until_done(done_rx.clone()),
+        ))),
+        SidecarMode::Classic | SidecarMode::Native => {
+            let mode = if configured == SidecarMode::Native {
+                Mode::Native
+            } else {
+                Mode::Classic
+            };
+            metrics.set_sidecar_mode(mode.as_str());
+            None
+        }
+    };
 
     readiness.set(true);
     metrics.set_ready(true);
@@ -137,6 +190,9 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
 
     let _ = done_tx.send(true);
     let _ = watcher.await;
+    if let Some(detection) = detection {
+        let _ = detection.await;
+    }
     match metrics_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),

@@ -12,12 +12,11 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::metrics::Metrics;
-use super::Readiness;
+use super::{EngineHandle, Readiness};
 use crate::admission::{self, Outcome};
-use crate::inject::Engine;
 
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    pub engine: Arc<EngineHandle>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub max_body_bytes: usize,
@@ -115,7 +114,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     };
 
     let reviewed_at = Instant::now();
-    match admission::review(&state.engine, &bytes) {
+    match admission::review(&state.engine.get(), &bytes) {
         Ok(answer) => {
             let took = reviewed_at.elapsed();
             state

@@ -59,6 +59,11 @@ impl Server {
     /// Starts the server with dev certificates and fast test timings; `extra`
     /// flags override the defaults (clap takes the last occurrence).
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let certs = temp_dir("server");
         issue_certs(&certs, 30);
         let log = certs.join("server.log");
@@ -81,6 +86,7 @@ impl Server {
         args.extend(extra);
         let mut child = Command::new(bin())
             .args(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -142,6 +148,19 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The metrics once they contain `line` (background tasks such as the
+    /// sidecar-mode detection report asynchronously), or as they are after 5 s.
+    pub async fn metrics_with(&self, line: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.metrics_text().await;
+            if text.contains(line) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn metrics_text(&self) -> String {

@@ -1,0 +1,135 @@
+//! `sidecarMode: auto`: asks the cluster whether it has native sidecars.
+//!
+//! At start and then periodically, the apiserver's version and every node's
+//! kubelet version are read with the webhook's own ServiceAccount (RBAC:
+//! `get` on `/version`, `list` on nodes — nothing else). The decision is
+//! [`crate::detect::decide`]'s; without API access, or on any error, the
+//! answer is classic, which works on every version, and the log says why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+
+use super::metrics::Metrics;
+use super::EngineHandle;
+use crate::detect::{self, Detected};
+use crate::inject::Mode;
+
+/// Nodes per list call; large clusters are read in pages.
+const PAGE: u32 = 500;
+
+/// How a detection went, for the log.
+#[derive(Debug)]
+pub enum Outcome {
+    Decided(Detected),
+    /// No answer from the cluster: classic, and why.
+    Unavailable(String),
+}
+
+impl Outcome {
+    pub fn mode(&self) -> Mode {
+        match self {
+            Outcome::Decided(Detected::Native { .. }) => Mode::Native,
+            _ => Mode::Classic,
+        }
+    }
+}
+
+/// Reads the versions and decides; never fails (classic with a reason).
+pub async fn detect(client: &kube::Client) -> Outcome {
+    let info = match client.apiserver_version().await {
+        Ok(info) => info,
+        Err(e) => return Outcome::Unavailable(format!("cannot read the apiserver version: {e}")),
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut kubelets = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = match nodes.list(&params).await {
+            Ok(page) => page,
+            Err(e) => {
+                return Outcome::Unavailable(format!(
+                    "cannot list nodes (the ServiceAccount needs `list` on nodes): {e}"
+                ))
+            }
+        };
+        kubelets.extend(page.items.into_iter().map(|n| {
+            n.status
+                .and_then(|s| s.node_info)
+                .map(|i| i.kubelet_version)
+                .unwrap_or_default()
+        }));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    let kubelets: Vec<&str> = kubelets.iter().map(String::as_str).collect();
+    Outcome::Decided(detect::decide(&info.git_version, &kubelets))
+}
+
+fn log(outcome: &Outcome) {
+    match outcome {
+        Outcome::Decided(Detected::Native {
+            apiserver,
+            oldest_kubelet,
+        }) => tracing::info!(
+            mode = "native",
+            %apiserver,
+            oldest_kubelet = %oldest_kubelet.map_or("none".into(), |v| v.to_string()),
+            "sidecarMode auto: the cluster has native sidecars"
+        ),
+        Outcome::Decided(Detected::Classic { reason }) => {
+            tracing::info!(mode = "classic", %reason, "sidecarMode auto: classic")
+        }
+        Outcome::Unavailable(reason) => tracing::warn!(
+            mode = "classic",
+            %reason,
+            "sidecarMode auto: no answer from the Kubernetes API; using classic"
+        ),
+    }
+}
+
+/// Runs the detection now and every `every` until `stop`, switching the
+/// engine's `auto` when the answer changes.
+pub async fn run(
+    engine: Arc<EngineHandle>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let client = match kube::Client::try_default().await {
+        Ok(client) => Some(client),
+        Err(e) => {
+            log(&Outcome::Unavailable(format!(
+                "no Kubernetes client configuration (in-cluster or KUBECONFIG): {e}"
+            )));
+            None
+        }
+    };
+    let Some(client) = client else {
+        engine.set_auto_mode(Mode::Classic);
+        metrics.set_sidecar_mode(Mode::Classic.as_str());
+        return;
+    };
+    let mut last: Option<String> = None;
+    loop {
+        let outcome = detect(&client).await;
+        // Log when the answer (or its reason) changes, not at every check.
+        let summary = format!("{outcome:?}");
+        if last.as_deref() != Some(&summary) {
+            log(&outcome);
+            last = Some(summary);
+        }
+        let mode = outcome.mode();
+        engine.set_auto_mode(mode);
+        metrics.set_sidecar_mode(mode.as_str());
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
