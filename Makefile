@@ -16,7 +16,7 @@ KUBERNETES_SCHEMA_VERSION ?= 1.37.0
 KUBERNETES_VALIDATE_VERSION ?= 1.37.0
 VENV := $(CACHE_DIR)/venv-kv-$(KUBERNETES_VALIDATE_VERSION)
 
-.PHONY: all build run certs test unit schema lint fmt bench bench-engine bench-load clean
+.PHONY: all build run certs test unit schema lint fmt bench bench-engine bench-load bench-instructions clean
 
 all: build
 
@@ -74,6 +74,10 @@ bench-engine:
 
 bench-load:
 	benches/load.sh
+
+## make bench-instructions: instructions per review (callgrind), noise-free.
+bench-instructions:
+	benches/instructions.sh
 
 clean:
 	cargo clean
