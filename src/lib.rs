@@ -4,12 +4,20 @@
 //! The library is the whole program; `main.rs` only parses the command line.
 //! [`inject`] is the pure engine; everything else is a thin shell around it.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed in exactly one module: sigreset
 
 pub mod cmd;
 pub mod config;
 pub mod contract;
 pub mod image;
+pub mod init;
 pub mod inject;
+pub mod procfs;
 pub mod quantity;
+pub mod rundir;
+pub mod sidecar;
+pub mod signals;
+pub mod sigreset;
+pub mod spawn;
+pub mod supervise;
 pub mod workload;
