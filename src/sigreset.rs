@@ -1,4 +1,4 @@
-//! The one place with `unsafe`: a `pre_exec` hook that gives the child
+//! The one place with `unsafe` (Linux x86_64/aarch64 system calls): a `pre_exec` hook that gives the child
 //! default signal dispositions and an empty signal mask.
 //!
 //! `execve` keeps ignored signals ignored and keeps the signal mask. A
@@ -13,20 +13,32 @@ use std::process::Command;
 
 /// Makes `cmd`'s child start with all signals at their default and none blocked.
 pub fn reset_signals_on_exec(cmd: &mut Command) {
-    // Computed before fork: SIGRTMAX() is a libc call, fine here.
-    let max = libc::SIGRTMAX();
-    // SAFETY: the closure runs in the forked child before execve. It calls
-    // only sigemptyset, sigprocmask and signal, which are async-signal-safe
-    // (POSIX), touches no lock, allocates nothing and captures one integer.
-    // Errors (SIGKILL/SIGSTOP and the libc-reserved real-time signals cannot
-    // be changed) are ignored on purpose.
+    // SAFETY: the closure runs in the forked child before execve. It makes
+    // only raw rt_sigprocmask and rt_sigaction system calls (async-signal-
+    // safe), allocates nothing, takes no lock and captures nothing. The raw
+    // calls, unlike glibc's wrappers, also reach the real-time signals libc
+    // reserves for itself. An all-zero kernel `struct sigaction` is SIG_DFL
+    // with no flags and an empty mask, whatever the struct's field order.
+    // Errors (SIGKILL and SIGSTOP cannot be changed) are ignored on purpose.
     unsafe {
-        cmd.pre_exec(move || {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            for sig in 1..=max {
-                libc::signal(sig, libc::SIG_DFL);
+        cmd.pre_exec(|| {
+            let empty: u64 = 0;
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &empty as *const u64,
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+            let default_action = [0u64; 4];
+            for sig in 1..=64 {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
             Ok(())
         });

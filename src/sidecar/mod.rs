@@ -211,6 +211,12 @@ fn coordinated(
             return (code & 0xff) as u8;
         }
         for sig in got.into_iter().filter(|s| *s != libc::SIGCHLD) {
+            // Decide on the state as it is now, not as it was before the
+            // wait: the runner may have started (or ended) meanwhile.
+            if let Some(reason) = watch.check(run_dir, config, started) {
+                log(format_args!("{reason}: stopping the daemon"));
+                return stop_daemon(config, run_dir, sigs, daemon);
+            }
             match watch.record.filter(|r| r.is_alive()) {
                 Some(r) => {
                     if !held {

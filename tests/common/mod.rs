@@ -45,3 +45,6 @@ pub fn record(decision: &Decision) -> Value {
         Decision::Deny { message } => json!({"decision": "deny", "message": message}),
     }
 }
+
+/// Real processes in a simulated pod (lifecycle tests).
+pub mod procs;
