@@ -414,7 +414,7 @@ fn runner_started_with_sigint_ignored_still_gets_sigint() {
         r#"
 start_sidecar
 # A launcher that ignores SIGINT (a shell's background job does this).
-( trap '' INT; grep SigIgn /proc/self/status > "$T/launcher.sigign"; exec "$BIN" supervise --run-dir "$RUN" --docker-wait=30 -- "$T/runner.sh" wait ) >>"$T/supervise.log" 2>&1 &
+( trap '' INT ALRM; grep SigIgn /proc/self/status > "$T/launcher.sigign"; exec "$BIN" supervise --run-dir "$RUN" --docker-wait=30 -- "$T/runner.sh" wait ) >>"$T/supervise.log" 2>&1 &
 SUP=$!
 i=0; until grep -q runner-start "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done
 kill -TERM "$SUP" "$SIDECAR"
