@@ -55,7 +55,7 @@ pids+=($!)
 "$bin" supervise --run-dir "$d/run" --docker-wait=0 -- sleep 1000 2>/dev/null & sup=$!; pids+=($sup)
 "$bin" sidecar --run-dir "$d/run" --certs-dir "$w/certs" --docker-host "tcp://127.0.0.1:$port" --mtu off -- sleep 1000 2>/dev/null & side=$!; pids+=($side)
 # bash doing the same waiting: a TERM-forwarding wrapper, and a run-dir poll loop.
-bash -c 'trap "kill -INT \$c" TERM; sleep 1000 & c=$!; wait $c' & bsup=$!; pids+=($bsup)
+bash -c 'trap "kill \$c" TERM; sleep 1000 & c=$!; wait $c' & bsup=$!; pids+=($bsup)
 bash -c 'while [ ! -e "$1/runner.exit" ] && kill -0 "$2" 2>/dev/null; do sleep 0.2; done' _ "$d/run" "$sup" & bside=$!; pids+=($bside)
 until [ -e "$d/run/docker.ready" ]; do sleep 0.05; done; sleep 1
 echo "supervise (waiting for its child)         VmRSS $(rss $sup)"
