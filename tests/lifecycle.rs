@@ -465,3 +465,61 @@ finish
     );
     p.assert_no_leftovers();
 }
+
+#[test]
+fn rewrite_table_from_the_environment() {
+    let p = pod("rewrite");
+    p.run(
+        r#"
+start_sidecar
+DIND_INJECTOR_REWRITE=TERM:TERM start_supervise --docker-wait=30 --drain-timeout=0 -- "$T/runner.sh" wait
+i=0; until grep -q runner-start "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done
+kill -TERM "$SUP"
+finish
+"#,
+        limit(),
+    );
+    p.check(
+        p.read("runner.signals").as_deref() == Some("TERM\n"),
+        "TERM:TERM passes SIGTERM as it is",
+    );
+    p.check(
+        p.code("supervise") == Some(0),
+        "143 after our SIGTERM is a clean stop",
+    );
+    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
+    p.assert_no_leftovers();
+}
+
+#[test]
+fn a_daemon_that_dies_by_itself_ends_the_sidecar_with_its_code() {
+    let p = pod("daemondies");
+    p.script("crashing-dockerd", "#!/bin/sh\nsleep 0.5\nexit 7\n");
+    p.run(
+        r#"
+start_supervise --docker-wait=0 -- "$T/runner.sh" wait
+wait_file "$T/runner.pid"
+"$BIN" sidecar --run-dir "$RUN" --certs-dir "$CERTS" --docker-host "tcp://127.0.0.1:$PORT" \
+  -- "$T/crashing-dockerd" >>"$T/sidecar.log" 2>&1 &
+SIDECAR=$!
+wait "$SIDECAR"; echo $? > "$T/sidecar.code"; SIDECAR=
+kill -TERM "$SUP"
+finish
+"#,
+        limit(),
+    );
+    p.check(
+        p.code("sidecar") == Some(7),
+        "sidecar exits with the daemon's code",
+    );
+    let log = p.read("sidecar.log").unwrap_or_default();
+    p.check(
+        log.contains("exited by itself with code 7"),
+        "sidecar says so",
+    );
+    p.check(
+        !p.path("run/docker.ready").exists(),
+        "no docker.ready for a dead daemon",
+    );
+    p.assert_no_leftovers();
+}
