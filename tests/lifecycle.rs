@@ -523,3 +523,29 @@ finish
     );
     p.assert_no_leftovers();
 }
+
+#[test]
+fn docker_never_ready_fails_with_a_clear_message_and_never_starts_the_runner() {
+    let p = pod("nodocker");
+    let out = p.run(
+        r#"
+start_supervise --docker-wait=1 -- "$T/runner.sh" exit 0
+finish
+"#,
+        limit(),
+    );
+    p.check(p.code("supervise") == Some(125), "supervise exit 125");
+    p.check(
+        p.read("run/runner.exit").as_deref() == Some("125\n"),
+        "runner.exit 125 (the sidecar stops dockerd)",
+    );
+    p.check(!p.has_event("runner-start"), "the runner was not started");
+    let log = p.read("supervise.log").unwrap_or_default();
+    p.check(
+        log.contains("Docker did not become ready within 1s")
+            && log.contains("docker.ready does not exist"),
+        "clear message",
+    );
+    p.check(out.elapsed < Duration::from_secs(10), "bounded");
+    p.assert_no_leftovers();
+}
