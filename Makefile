@@ -16,7 +16,16 @@ KUBERNETES_SCHEMA_VERSION ?= 1.37.0
 KUBERNETES_VALIDATE_VERSION ?= 1.37.0
 VENV := $(CACHE_DIR)/venv-kv-$(KUBERNETES_VALIDATE_VERSION)
 
-.PHONY: all build run certs test unit schema lint fmt bench bench-engine bench-load bench-instructions clean
+.PHONY: all build run certs test unit schema lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
+
+# The in-pod helpers run in any runner image and in Alpine's docker:dind:
+# one static binary (glibc, crt-static; it needs no NSS).
+STATIC_TARGET := x86_64-unknown-linux-gnu
+STATIC_BIN := $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release/dind-injector
+# What the lifecycle tests use (Debian packages): a real dockerd and docker
+# CLI, a static busybox for a tiny image, openssl (the fake daemon), curl,
+# unshare/chroot (util-linux, coreutils).
+DEPS_PACKAGES := docker.io busybox-static openssl curl util-linux
 
 all: build
 
@@ -43,8 +52,29 @@ certs/tls.crt:
 certs: build
 	$(BIN) certs --out certs
 
-## make test: every test — unit, golden, property, CLI — and the schema check.
-test: unit schema
+## make test: every test — unit, golden, property, CLI, lifecycle (real
+## processes in a simulated pod, a real dockerd), the static binary in an
+## empty chroot — and the schema check. Needs root (unshare, chroot, dockerd).
+test: deps unit static-check schema
+
+## make deps: install the system packages the lifecycle tests need, if missing.
+deps:
+	@missing=""; \
+	for p in $(DEPS_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+## make static: the release binary, statically linked (runs on musl images too).
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release --target $(STATIC_TARGET)
+	@echo "==> $(STATIC_BIN)"
+
+static-check: static
+	tests/static/chroot.sh "$(STATIC_BIN)"
 
 # Benches are compiled by `make lint` (clippy --all-targets) and run by `make bench`.
 unit:
@@ -65,9 +95,14 @@ lint:
 fmt:
 	cargo fmt
 
-## make bench: criterion benchmark of the engine, then the HTTPS load test
-## against a ceiling server (see docs/performance.md).
-bench: bench-engine bench-load
+## make bench: criterion benchmark of the engine, the HTTPS load test against
+## a ceiling server, and the lifecycle figures (see docs/performance.md).
+bench: bench-engine bench-load bench-lifecycle
+
+## make bench-lifecycle: init, sidecar readiness and memory figures (docs/performance.md).
+bench-lifecycle: deps static
+	@command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine
+	benches/lifecycle.sh "$(STATIC_BIN)"
 
 bench-engine:
 	cargo bench --locked --bench engine

@@ -26,6 +26,12 @@ enum Command {
     Inject(dind_injector::cmd::inject::Args),
     /// Write a dev CA and a serving certificate (for make run and tests).
     Certs(dind_injector::cmd::certs::Args),
+    /// Init container: copy this binary to the bin volume, write per-pod Docker TLS material.
+    Init(dind_injector::cmd::init::Args),
+    /// Runner entrypoint wrapper: reap, rewrite signals, drain jobs, report to the run dir.
+    Supervise(dind_injector::cmd::supervise::Args),
+    /// dind entrypoint wrapper: run dockerd, report readiness, stop it after the runner.
+    Sidecar(dind_injector::cmd::sidecar::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,12 +39,15 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => dind_injector::cmd::serve::run(*args),
-        Command::Inject(args) => dind_injector::cmd::inject::run(args),
-        Command::Certs(args) => dind_injector::cmd::certs::run(args),
+        Command::Serve(args) => dind_injector::cmd::serve::run(*args).map(|()| 0),
+        Command::Inject(args) => dind_injector::cmd::inject::run(args).map(|()| 0),
+        Command::Certs(args) => dind_injector::cmd::certs::run(args).map(|()| 0),
+        Command::Init(args) => dind_injector::cmd::init::run(args),
+        Command::Supervise(args) => dind_injector::cmd::supervise::run(args),
+        Command::Sidecar(args) => dind_injector::cmd::sidecar::run(args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("dind-injector: {e:#}");
             std::process::ExitCode::FAILURE

@@ -1,6 +1,9 @@
 //! Shared setup for the integration tests.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+/// Real processes in a simulated pod (lifecycle tests).
+pub mod procs;
+/// The real `serve` binary over real TLS (server tests).
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,332 @@
+//! `sidecar -- CMD…`: the `dind` container's entrypoint wrapper.
+//!
+//! In classic mode every container of a terminating pod gets SIGTERM at
+//! the same moment, but the runner may be draining a job that still needs
+//! Docker. So the sidecar starts dockerd as its child, reports when it
+//! really answers (`docker.ready`), holds SIGTERM back while the runner
+//! lives, and stops dockerd itself when the runner has ended — by its exit
+//! file, by its disappearance (SIGKILL, OOM kill: no exit file ever comes),
+//! or because no runner ever started. It reads the current state before it
+//! waits, so a runner that ended before the sidecar looked is not missed.
+
+pub mod mtu;
+pub mod ping;
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::process::{
+    kill_process, pidfd_open, wait, waitpid, Pid, PidfdFlags, Signal, WaitOptions,
+};
+
+use crate::rundir::{self, RunDir, RunnerRecord};
+use crate::signals::{self, SignalPipe};
+use crate::spawn;
+
+pub use mtu::Mtu;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub run_dir: PathBuf,
+    pub certs_dir: PathBuf,
+    pub docker_host: String,
+    pub stop_timeout: Duration,
+    pub runner_start_timeout: Duration,
+    pub mtu: Mtu,
+    pub standalone: bool,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    RunDir(#[from] rundir::Error),
+    #[error(transparent)]
+    Spawn(#[from] spawn::SpawnError),
+}
+
+fn log(msg: std::fmt::Arguments<'_>) {
+    eprintln!("dind-injector sidecar: {msg}");
+}
+
+const FORWARDED: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+/// How often the state is re-read when nothing wakes the loop earlier.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Runs the sidecar; returns the exit code.
+pub fn run(config: &Config) -> Result<u8, Error> {
+    let mut caught = FORWARDED.to_vec();
+    caught.push(libc::SIGCHLD);
+    let sigs = SignalPipe::new(&caught).map_err(Error::Signals)?;
+    let argv = daemon_argv(config);
+
+    if config.standalone {
+        let daemon = spawn::spawn(&argv, false)?;
+        return Ok(standalone(&sigs, daemon));
+    }
+
+    let run_dir = RunDir::new(&config.run_dir);
+    run_dir.ensure()?;
+    // From a previous daemon (a restarted dind container): not this one.
+    run_dir.remove(rundir::DOCKER_READY);
+    let started = Instant::now();
+    let daemon = spawn::spawn(&argv, false)?;
+    let readiness = Readiness::start(config.clone(), run_dir.clone(), started);
+    let code = coordinated(config, &run_dir, &sigs, daemon, started);
+    readiness.stop(&run_dir);
+    Ok(code)
+}
+
+fn daemon_argv(config: &Config) -> Vec<String> {
+    if !mtu::runs_dockerd(&config.command) {
+        return config.command.clone();
+    }
+    match mtu::resolve(config.mtu) {
+        Some(m) => {
+            let argv = mtu::add_mtu_args(&config.command, m);
+            if argv.len() > config.command.len() {
+                log(format_args!(
+                    "pod MTU {m}: {:?}",
+                    &argv[config.command.len()..]
+                ));
+            }
+            argv
+        }
+        None => config.command.clone(),
+    }
+}
+
+/// Native mode, or no supervised runner: pass signals on, exit as dockerd did.
+fn standalone(sigs: &SignalPipe, daemon: Pid) -> u8 {
+    loop {
+        let got = sigs.wait(Duration::from_secs(1));
+        if let Some(status) = reap(daemon) {
+            let code = spawn::exit_code(status);
+            log(format_args!("daemon exited with code {code}"));
+            return (code & 0xff) as u8;
+        }
+        for sig in got.into_iter().filter(|s| *s != libc::SIGCHLD) {
+            if let Some(s) = Signal::from_named_raw(sig) {
+                log(format_args!(
+                    "{}: passed on to the daemon",
+                    signals::name(sig)
+                ));
+                let _ = kill_process(daemon, s);
+            }
+        }
+    }
+}
+
+/// Reaps every child of ours (dockerd-entrypoint.sh may leave some);
+/// returns the daemon's status if it has ended.
+fn reap(daemon: Pid) -> Option<rustix::process::WaitStatus> {
+    let mut found = None;
+    while let Ok(Some((pid, status))) = wait(WaitOptions::NOHANG) {
+        if pid == daemon {
+            found = Some(status);
+        }
+    }
+    found
+}
+
+/// What the sidecar knows about the runner.
+struct Watch {
+    record: Option<RunnerRecord>,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Watch {
+    /// Reads the run directory. `Some(reason)` when the daemon must stop.
+    fn check(&mut self, run_dir: &RunDir, config: &Config, started: Instant) -> Option<String> {
+        if let Some(code) = run_dir.runner_exit() {
+            let code = code.map_or("unreadable".to_string(), |c| c.to_string());
+            return Some(format!("the runner exited (runner.exit: {code})"));
+        }
+        match run_dir.runner() {
+            Some(record) => {
+                if self.record != Some(record) {
+                    // A pidfd refers to the process that had the PID when it
+                    // was opened; checking the start time after opening it
+                    // closes the window in which the PID could be reused.
+                    self.pidfd = Pid::from_raw(record.pid)
+                        .and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
+                    self.record = Some(record);
+                    if record.is_alive() {
+                        log(format_args!("watching the runner (pid {})", record.pid));
+                    }
+                }
+                if !record.is_alive() {
+                    // It may have written runner.exit just before it ended.
+                    if run_dir.runner_exit().is_some() {
+                        return Some("the runner exited".to_string());
+                    }
+                    return Some(format!(
+                        "the runner (pid {}, start time {}) is gone without runner.exit: \
+                         killed (SIGKILL, OOM kill) or replaced",
+                        record.pid, record.start_time
+                    ));
+                }
+                None
+            }
+            None if started.elapsed() >= config.runner_start_timeout => Some(format!(
+                "no runner started within {}s (no {})",
+                config.runner_start_timeout.as_secs(),
+                run_dir.file(rundir::RUNNER_PID).display()
+            )),
+            None => None,
+        }
+    }
+}
+
+fn coordinated(
+    config: &Config,
+    run_dir: &RunDir,
+    sigs: &SignalPipe,
+    daemon: Pid,
+    started: Instant,
+) -> u8 {
+    let mut watch = Watch {
+        record: None,
+        pidfd: None,
+    };
+    let mut held = false;
+    loop {
+        // State first, then wait: nothing that happened before we looked
+        // is missed.
+        if let Some(reason) = watch.check(run_dir, config, started) {
+            log(format_args!("{reason}: stopping the daemon"));
+            return stop_daemon(config, run_dir, sigs, daemon);
+        }
+        let got = sigs.wait_with(watch.pidfd.as_ref(), TICK);
+        if let Some(status) = reap(daemon) {
+            run_dir.remove(rundir::DOCKER_READY);
+            let code = spawn::exit_code(status);
+            log(format_args!(
+                "the daemon exited by itself with code {code} while the runner may need it"
+            ));
+            return (code & 0xff) as u8;
+        }
+        for sig in got.into_iter().filter(|s| *s != libc::SIGCHLD) {
+            // Decide on the state as it is now, not as it was before the
+            // wait: the runner may have started (or ended) meanwhile.
+            if let Some(reason) = watch.check(run_dir, config, started) {
+                log(format_args!("{reason}: stopping the daemon"));
+                return stop_daemon(config, run_dir, sigs, daemon);
+            }
+            match watch.record.filter(|r| r.is_alive()) {
+                Some(r) => {
+                    if !held {
+                        log(format_args!(
+                            "{} held back: the runner (pid {}) still runs; \
+                             the daemon stops when it has ended",
+                            signals::name(sig),
+                            r.pid
+                        ));
+                    }
+                    held = true;
+                }
+                None if watch.record.is_none() => {
+                    log(format_args!(
+                        "{} and no runner has started: stopping the daemon",
+                        signals::name(sig)
+                    ));
+                    return stop_daemon(config, run_dir, sigs, daemon);
+                }
+                // Ended: the next check says how.
+                None => {}
+            }
+        }
+    }
+}
+
+/// SIGTERM, up to `stop_timeout` for dockerd to stop its containers, then
+/// SIGKILL. Exit 0: the pod's work is done.
+fn stop_daemon(config: &Config, run_dir: &RunDir, sigs: &SignalPipe, daemon: Pid) -> u8 {
+    run_dir.remove(rundir::DOCKER_READY);
+    let _ = kill_process(daemon, Signal::TERM);
+    let deadline = Instant::now() + config.stop_timeout;
+    loop {
+        if let Some(status) = reap(daemon) {
+            log(format_args!(
+                "daemon stopped (exit {})",
+                spawn::exit_code(status)
+            ));
+            return 0;
+        }
+        if Instant::now() >= deadline {
+            log(format_args!(
+                "daemon still running {}s after SIGTERM: SIGKILL",
+                config.stop_timeout.as_secs()
+            ));
+            let _ = kill_process(daemon, Signal::KILL);
+            let _ = waitpid(Some(daemon), WaitOptions::empty());
+            reap(daemon);
+            return 0;
+        }
+        sigs.wait(Duration::from_millis(100));
+    }
+}
+
+/// The readiness poller: a thread, so a slow TLS handshake never delays
+/// the reaction to a signal or to the runner's end.
+struct Readiness {
+    stopped: Arc<Mutex<bool>>,
+}
+
+impl Readiness {
+    fn start(config: Config, run_dir: RunDir, started: Instant) -> Self {
+        let stopped = Arc::new(Mutex::new(false));
+        let flag = Arc::clone(&stopped);
+        let client_dir = config.certs_dir.join("client");
+        std::thread::spawn(move || {
+            let mut next_report = Duration::from_secs(15);
+            loop {
+                let result = ping::ping(&config.docker_host, &client_dir);
+                // The lock makes "not stopped, so write" one step: no
+                // docker.ready can appear after the daemon was stopped.
+                let Ok(stopped) = flag.lock() else { return };
+                if *stopped {
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        let body = format!("{}\n", config.docker_host);
+                        match run_dir.write(rundir::DOCKER_READY, &body) {
+                            Ok(()) => log(format_args!(
+                                "dockerd answers on {} after {:.2}s: wrote {}",
+                                config.docker_host,
+                                started.elapsed().as_secs_f64(),
+                                run_dir.file(rundir::DOCKER_READY).display()
+                            )),
+                            Err(e) => log(format_args!("{e}")),
+                        }
+                        return;
+                    }
+                    Err(e) if started.elapsed() >= next_report => {
+                        log(format_args!(
+                            "dockerd does not answer on {} yet ({:.0}s): {e}",
+                            config.docker_host,
+                            started.elapsed().as_secs_f64()
+                        ));
+                        next_report += Duration::from_secs(15);
+                    }
+                    Err(_) => {}
+                }
+                drop(stopped);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Self { stopped }
+    }
+
+    fn stop(self, run_dir: &RunDir) {
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = true;
+        }
+        run_dir.remove(rundir::DOCKER_READY);
+    }
+}

@@ -1,0 +1,280 @@
+//! `supervise -- CMD…`: the runner container's entrypoint wrapper.
+//!
+//! It does what PID 1 of the runner container should do and the runner's
+//! own scripts do not: it is a subreaper and reaps every zombie; it starts
+//! the runner in its own process group with clean signal state; it turns
+//! the kubelet's SIGTERM into the signal the runner understands (SIGINT),
+//! but only after a running job (`Runner.Worker`) has finished or the drain
+//! timeout has passed; and it tells the `dind` container, through the run
+//! directory, that the runner lives (`runner.pid`) and when it has ended
+//! (`runner.exit`).
+
+mod drain;
+mod reaper;
+pub mod rewrite;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rustix::process::{getpid, kill_process, kill_process_group, Pid, Signal};
+
+use crate::rundir::{self, RunDir, RunnerRecord};
+use crate::signals::{self, SignalPipe};
+use crate::spawn;
+
+pub use rewrite::Rewrite;
+
+/// Exit code when the supervisor itself failed (Docker never became ready,
+/// the run directory is unusable): like `docker run` and `env`, 125.
+pub const EXIT_SUPERVISOR_FAILED: u8 = 125;
+
+/// Signals the supervisor catches. Everything but SIGCHLD is passed on.
+const CAUGHT: &[i32] = &[
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCHLD,
+];
+/// Signals that ask the runner to stop: a runner ending with 130/143 after
+/// one of these was a clean stop.
+const STOP_REQUESTS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub run_dir: PathBuf,
+    pub rewrites: Vec<Rewrite>,
+    pub drain_process: String,
+    pub drain_timeout: Duration,
+    /// Zero: do not wait for `docker.ready`.
+    pub docker_wait: Duration,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot become a child subreaper: {0}")]
+    Subreaper(std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot read this process's start time: {0}")]
+    Stat(std::io::Error),
+    #[error(transparent)]
+    RunDir(#[from] rundir::Error),
+}
+
+fn log(msg: std::fmt::Arguments<'_>) {
+    eprintln!("dind-injector supervise: {msg}");
+}
+
+/// Runs the supervisor; returns the exit code. `runner.exit` is written
+/// whatever happens after `runner.pid` was.
+pub fn run(config: &Config) -> Result<u8, Error> {
+    rustix::process::set_child_subreaper(Some(getpid())).map_err(|e| Error::Subreaper(e.into()))?;
+    let sigs = SignalPipe::new(CAUGHT).map_err(Error::Signals)?;
+    let run_dir = RunDir::new(&config.run_dir);
+    run_dir.ensure()?;
+    // A previous run of this container (restartPolicy OnFailure) may have
+    // left its exit code: it is not ours.
+    run_dir.remove(rundir::RUNNER_EXIT);
+    let me = RunnerRecord::current().map_err(Error::Stat)?;
+    run_dir.write(rundir::RUNNER_PID, &me.format())?;
+
+    let code = supervise(config, &run_dir, &sigs);
+    if let Err(e) = run_dir.write(rundir::RUNNER_EXIT, &format!("{code}\n")) {
+        log(format_args!("{e}"));
+    }
+    Ok(code)
+}
+
+fn supervise(config: &Config, run_dir: &RunDir, sigs: &SignalPipe) -> u8 {
+    if !config.docker_wait.is_zero() {
+        match wait_for_docker(config, run_dir, sigs) {
+            Ok(()) => {}
+            Err(code) => return code,
+        }
+    }
+
+    let child = match spawn::spawn(&config.command, true) {
+        Ok(pid) => pid,
+        Err(e) => {
+            log(format_args!("{e}"));
+            return e.exit_code();
+        }
+    };
+    let status = wait_for_child(config, sigs, child);
+    let mut code = spawn::exit_code(status.status);
+    stop_leftovers(child);
+    if status.we_asked && (code == 130 || code == 143) {
+        log(format_args!(
+            "runner stopped on our request (exit {code}): clean stop, exit 0"
+        ));
+        code = 0;
+    } else {
+        log(format_args!("runner exited with code {code}"));
+    }
+    (code & 0xff) as u8
+}
+
+/// Waits for `docker.ready`. `Err(code)` when Docker never came up or the
+/// pod was stopped before it did.
+fn wait_for_docker(config: &Config, run_dir: &RunDir, sigs: &SignalPipe) -> Result<(), u8> {
+    let start = Instant::now();
+    let deadline = start + config.docker_wait;
+    let ready = run_dir.file(rundir::DOCKER_READY);
+    loop {
+        if ready.exists() {
+            log(format_args!(
+                "Docker is ready after {:.1}s",
+                start.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            log(format_args!(
+                "Docker did not become ready within {}s: {} does not exist. \
+                 Is the dind container running? Its logs say why dockerd did not start.",
+                config.docker_wait.as_secs(),
+                ready.display()
+            ));
+            return Err(EXIT_SUPERVISOR_FAILED);
+        }
+        let got = sigs.wait(Duration::from_millis(100));
+        reaper::reap_all(None);
+        if let Some(sig) = got.iter().find(|s| STOP_REQUESTS.contains(s)) {
+            log(format_args!(
+                "{} before Docker was ready: the runner was never started, exit 0",
+                signals::name(*sig)
+            ));
+            return Err(0);
+        }
+    }
+}
+
+struct ChildEnd {
+    status: rustix::process::WaitStatus,
+    /// A stop request was passed on to the runner.
+    we_asked: bool,
+}
+
+fn wait_for_child(config: &Config, sigs: &SignalPipe, child: Pid) -> ChildEnd {
+    let me = getpid().as_raw_nonzero().get();
+    let mut we_asked = false;
+    // While draining: when to give up, and the signal to send after.
+    let mut drain: Option<(Instant, i32)> = None;
+    let deliver = |sig: i32| {
+        if let Some(s) = Signal::from_named_raw(sig) {
+            // The whole group: the runner's helpers stop with it. ESRCH
+            // (already gone) is fine.
+            let _ = kill_process_group(child, s);
+        }
+    };
+    loop {
+        let timeout = if drain.is_some() {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
+        let got = sigs.wait(timeout);
+        if let Some(status) = reaper::reap_all(Some(child)) {
+            return ChildEnd { status, we_asked };
+        }
+        for sig in got {
+            if sig == libc::SIGCHLD {
+                continue;
+            }
+            let to = rewrite::apply(&config.rewrites, sig);
+            if sig == libc::SIGTERM && !config.drain_timeout.is_zero() {
+                if drain.is_some() {
+                    log(format_args!("SIGTERM again: still draining"));
+                    continue;
+                }
+                if let Some(worker) = drain::find_worker(me, &config.drain_process) {
+                    log(format_args!(
+                        "SIGTERM while a job runs ({} pid {worker}): draining, \
+                         {} to the runner when it ends or in {}s",
+                        config.drain_process,
+                        signals::name(to),
+                        config.drain_timeout.as_secs()
+                    ));
+                    drain = Some((Instant::now() + config.drain_timeout, to));
+                    we_asked = true;
+                    continue;
+                }
+            }
+            if STOP_REQUESTS.contains(&sig) {
+                we_asked = true;
+            }
+            log(format_args!(
+                "{} received: sending {} to the runner",
+                signals::name(sig),
+                signals::name(to)
+            ));
+            deliver(to);
+        }
+        if let Some((deadline, to)) = drain {
+            let worker = drain::find_worker(me, &config.drain_process);
+            if worker.is_none() {
+                log(format_args!(
+                    "job finished: sending {} to the runner",
+                    signals::name(to)
+                ));
+                deliver(to);
+                drain = None;
+            } else if Instant::now() >= deadline {
+                log(format_args!(
+                    "drain timeout ({}s) expired with {} still running: sending {} to the runner",
+                    config.drain_timeout.as_secs(),
+                    config.drain_process,
+                    signals::name(to)
+                ));
+                deliver(to);
+                drain = None;
+            }
+        }
+    }
+}
+
+/// After the runner has ended, its group and any orphan left below us get
+/// SIGTERM, then SIGKILL after two seconds, and are reaped: the supervisor
+/// leaves nothing behind.
+fn stop_leftovers(child: Pid) {
+    let me = getpid().as_raw_nonzero().get();
+    let _ = kill_process_group(child, Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut termed = false;
+    loop {
+        reaper::reap_all(None);
+        let all = crate::procfs::processes();
+        let left: Vec<i32> = crate::procfs::descendants(me, &all)
+            .into_iter()
+            .filter(|p| p.state != 'Z')
+            .map(|p| p.pid)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        let sig = if Instant::now() >= deadline {
+            Signal::KILL
+        } else if !termed {
+            Signal::TERM
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        termed = true;
+        for pid in &left {
+            if let Some(pid) = Pid::from_raw(*pid) {
+                let _ = kill_process(pid, sig);
+            }
+        }
+        if sig == Signal::KILL {
+            std::thread::sleep(Duration::from_millis(50));
+            reaper::reap_all(None);
+            return;
+        }
+    }
+}
