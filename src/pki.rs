@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::rundir::write_atomic;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -32,6 +33,8 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Write(#[from] crate::rundir::Error),
     #[error("{path} is not a usable PEM private key: {source}")]
     BadKey {
         path: PathBuf,
@@ -116,7 +119,11 @@ impl Ca {
     /// Writes `ca.crt` and `ca.key` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), PkiError> {
         write_atomic(&dir.join("ca.key"), self.key_pem.as_bytes(), 0o600)?;
-        write_atomic(&dir.join("ca.crt"), self.cert_pem.as_bytes(), 0o644)
+        Ok(write_atomic(
+            &dir.join("ca.crt"),
+            self.cert_pem.as_bytes(),
+            0o644,
+        )?)
     }
 }
 
@@ -125,20 +132,6 @@ fn read(path: &Path) -> Result<String, PkiError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Writes through a temporary file and a rename, so that a watcher never
-/// reads half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// `dind-injector certs`: the dev CA (kept if `dir` has one) and a fresh
