@@ -1,6 +1,7 @@
 # dind-injector — the two set-up commands are `make run` and `make test`.
 # Everything they need is installed here; a fresh machine needs only the
-# Rust, Python and Go toolchains.
+# Rust, Python and Go toolchains (Go builds Helm and kustomize for the
+# deployment tests).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -16,7 +17,17 @@ KUBERNETES_SCHEMA_VERSION ?= 1.37.0
 KUBERNETES_VALIDATE_VERSION ?= 1.37.0
 VENV := $(CACHE_DIR)/venv-kv-$(KUBERNETES_VALIDATE_VERSION)
 
-.PHONY: all build run certs test unit schema lint fmt bench bench-engine bench-load clean
+# Helm and kustomize for the deployment tests, built from their Go modules
+# (no release binaries can be downloaded here) and cached by version, so only
+# the first run pays (a few minutes on two cores).
+TOOLS_DIR := $(CACHE_DIR)/tools
+HELM_VERSION ?= v3.22.0
+KUSTOMIZE_VERSION ?= v5.8.2
+HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)/helm
+KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+PYTEST_VERSION ?= 9.2.0
+
+.PHONY: all build run certs dev-certs test unit schema deploy-test tools lint fmt bench bench-engine bench-load clean
 
 all: build
 
@@ -43,8 +54,16 @@ certs/tls.crt:
 certs: build
 	$(BIN) certs --out certs
 
-## make test: every test — unit, golden, property, CLI — and the schema check.
-test: unit schema
+## make dev-certs: the dev overlay's serving certificate and CA, for
+## `kubectl apply -k manifests/overlays/dev` (the caBundle comes from it).
+DEV_CERTS := manifests/overlays/dev/certs
+dev-certs: build
+	$(BIN) certs --out $(DEV_CERTS) \
+		--san dind-injector.dind-injector.svc --san dind-injector.dind-injector.svc.cluster.local
+
+## make test: every test — unit, golden, property, CLI — the schema check,
+## and the deployment tests (Helm chart and kustomize manifests).
+test: unit schema deploy-test
 
 # Benches are compiled by `make lint` (clippy --all-targets) and run by `make bench`.
 unit:
@@ -57,6 +76,30 @@ $(VENV)/.installed:
 
 schema: $(VENV)/.installed
 	"$(VENV)/bin/python" tests/schema/validate_golden.py "$(KUBERNETES_SCHEMA_VERSION)" tests/golden
+
+$(VENV)/.installed-deploy-$(PYTEST_VERSION): $(VENV)/.installed
+	"$(VENV)/bin/pip" install --quiet --disable-pip-version-check "pytest==$(PYTEST_VERSION)" pyyaml
+	touch "$@"
+
+$(HELM):
+	@echo "building helm $(HELM_VERSION) from its Go module (first run only)"
+	mkdir -p "$(@D)"
+	cd "$(TOOLS_DIR)" && time GOBIN="$(@D)" GOFLAGS=-buildvcs=false go install "helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)"
+
+$(KUSTOMIZE):
+	@echo "building kustomize $(KUSTOMIZE_VERSION) from its Go module (first run only)"
+	mkdir -p "$(@D)"
+	cd "$(TOOLS_DIR)" && time GOBIN="$(@D)" GOFLAGS=-buildvcs=false go install "sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)"
+
+tools: $(HELM) $(KUSTOMIZE)
+
+## make deploy-test: renders the Helm chart (many value sets) and every
+## kustomize overlay, validates each object against the strict Kubernetes
+## schema and asserts the webhook's safety properties (tests/deploy/).
+deploy-test: build tools $(VENV)/.installed-deploy-$(PYTEST_VERSION)
+	HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" DIND_INJECTOR="$(BIN)" \
+	KUBERNETES_SCHEMA_VERSION="$(KUBERNETES_SCHEMA_VERSION)" \
+		"$(VENV)/bin/python" -m pytest -p no:cacheprovider -q tests/deploy
 
 lint:
 	cargo fmt --check
