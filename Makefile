@@ -23,7 +23,13 @@ VENV := $(CACHE_DIR)/venv-kv-$(KUBERNETES_VALIDATE_VERSION)
 TOOLS_DIR := $(CACHE_DIR)/tools
 HELM_VERSION ?= v3.22.0
 KUSTOMIZE_VERSION ?= v5.8.2
-HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)/helm
+# Helm's release builds stamp its version and the Kubernetes version that
+# `helm template` and `helm lint` assume (its client-go's minor, 1.37 for
+# v3.22.0); a plain `go install` would assume 1.20 and lint against that.
+HELM_KUBE_MINOR ?= 37
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	$(foreach pkg,pkg/chartutil pkg/lint/rules,-X helm.sh/helm/v3/$(pkg).k8sVersionMajor=1 -X helm.sh/helm/v3/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
+HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
 KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 PYTEST_VERSION ?= 9.2.0
 
@@ -84,7 +90,7 @@ $(VENV)/.installed-deploy-$(PYTEST_VERSION): $(VENV)/.installed
 $(HELM):
 	@echo "building helm $(HELM_VERSION) from its Go module (first run only)"
 	mkdir -p "$(@D)"
-	cd "$(TOOLS_DIR)" && time GOBIN="$(@D)" GOFLAGS=-buildvcs=false go install "helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)"
+	cd "$(TOOLS_DIR)" && time GOBIN="$(@D)" GOFLAGS=-buildvcs=false go install -ldflags "$(HELM_LDFLAGS)" "helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)"
 
 $(KUSTOMIZE):
 	@echo "building kustomize $(KUSTOMIZE_VERSION) from its Go module (first run only)"

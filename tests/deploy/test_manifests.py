@@ -606,6 +606,28 @@ def test_match_conditions_left_out_before_1_30(tmp_path):
     assert one(objs, "MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"]
 
 
+def test_helm_assumes_a_current_kubernetes_without_kube_version():
+    """The Helm built by `make tools` carries its release's Kubernetes version
+    (like a release binary); a bare `go install` would assume 1.20 and refuse
+    the chart (kubeVersion >= 1.28)."""
+    proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS])
+    assert proc.returncode == 0, proc.stderr
+    wh = one(load_all(proc.stdout), "MutatingWebhookConfiguration")["webhooks"][0]
+    assert wh["matchConditions"]
+
+
+def test_null_from_the_command_line_disables_a_directory():
+    """`--set x=null` removes the key from Helm's merged values; the chart
+    must render null (disabled), not fall back to the binary's default."""
+    proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+                "--set", "config.runner.workDir=null", "--set", "config.dind.storageSizeLimit=null"])
+    assert proc.returncode == 0, proc.stderr
+    config = rendered_config(load_all(proc.stdout))
+    assert config["runner"]["workDir"] is None
+    assert config["runner"]["externalsDir"] == "/home/runner/externals"
+    assert config["dind"]["storageSizeLimit"] is None
+
+
 def test_optional_objects(rendered):
     defaults = rendered["helm:defaults"]
     assert not [o for o in defaults if o["kind"] == "ServiceMonitor"]
