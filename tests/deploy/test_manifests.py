@@ -700,6 +700,19 @@ def test_dev_overlay_ca_bundle_is_the_dev_ca(rendered, dev_manifests):
     assert "ca.key" not in secret["data"], "the CA key must stay on the developer's machine"
 
 
+def test_no_match_conditions_component(dev_manifests):
+    overlay = dev_manifests / "overlays" / "old-cluster"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": ["../cert-manager"], "components": ["../../components/no-match-conditions"]}))
+    objs = kustomize(overlay)
+    mwc = one(objs, "MutatingWebhookConfiguration")
+    assert "matchConditions" not in mwc["webhooks"][0]
+    assert mwc["webhooks"][0]["objectSelector"] == {"matchLabels": {"runner": "true"}}
+    kubernetes_validate.validate(mwc, SCHEMA_VERSION, strict=True)
+
+
 def test_cert_manager_overlay_names_match_the_service(rendered):
     objs = rendered["kustomize:overlays/cert-manager"]
     cert = [o for o in objs if o["kind"] == "Certificate" and not o["spec"].get("isCA")][0]
