@@ -1,6 +1,7 @@
 # dind-injector — the two set-up commands are `make run` and `make test`.
 # Everything they need is installed here; a fresh machine needs only the
-# Rust, Python and Go toolchains.
+# Rust, Python and Go toolchains (Go builds Helm and kustomize for the
+# deployment tests).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -16,7 +17,6 @@ KUBERNETES_SCHEMA_VERSION ?= 1.37.0
 KUBERNETES_VALIDATE_VERSION ?= 1.37.0
 VENV := $(CACHE_DIR)/venv-kv-$(KUBERNETES_VALIDATE_VERSION)
 
-.PHONY: all build run certs test unit schema lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 # The in-pod helpers run in any runner image and in Alpine's docker:dind:
 # one static binary (glibc, crt-static; it needs no NSS).
@@ -26,6 +26,24 @@ STATIC_BIN := $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release/dind-injector
 # CLI, a static busybox for a tiny image, openssl (the fake daemon), curl,
 # unshare/chroot (util-linux, coreutils).
 DEPS_PACKAGES := docker.io busybox-static openssl curl util-linux
+
+# Helm and kustomize for the deployment tests, built from their Go modules
+# (no release binaries can be downloaded here) and cached by version, so only
+# the first run pays (a few minutes on two cores).
+TOOLS_DIR := $(CACHE_DIR)/tools
+HELM_VERSION ?= v3.22.0
+KUSTOMIZE_VERSION ?= v5.8.2
+# Helm's release builds stamp its version and the Kubernetes version that
+# `helm template` and `helm lint` assume (its client-go's minor, 1.37 for
+# v3.22.0); a plain `go install` would assume 1.20 and lint against that.
+HELM_KUBE_MINOR ?= 37
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	$(foreach pkg,pkg/chartutil pkg/lint/rules,-X helm.sh/helm/v3/$(pkg).k8sVersionMajor=1 -X helm.sh/helm/v3/$(pkg).k8sVersionMinor=$(HELM_KUBE_MINOR))
+HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
+KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
+PYTEST_VERSION ?= 9.2.0
+
+.PHONY: all build run certs dev-certs test unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 all: build
 
@@ -52,10 +70,19 @@ certs/tls.crt:
 certs: build
 	$(BIN) certs --out certs
 
-## make test: every test — unit, golden, property, CLI, lifecycle (real
-## processes in a simulated pod, a real dockerd), the static binary in an
-## empty chroot — and the schema check. Needs root (unshare, chroot, dockerd).
-test: deps unit static-check schema
+## make dev-certs: the dev overlay's serving certificate and CA, for
+## `kubectl apply -k manifests/overlays/dev` (the caBundle comes from it).
+DEV_CERTS := manifests/overlays/dev/certs
+dev-certs: build
+	$(BIN) certs --out $(DEV_CERTS) \
+		--san dind-injector.dind-injector.svc --san dind-injector.dind-injector.svc.cluster.local
+
+
+## make test: every test — unit, golden, property, CLI, server over real TLS,
+## lifecycle (real processes in a simulated pod, a real dockerd), the static
+## binary in an empty chroot — the schema check, and the deployment tests
+## (Helm chart and kustomize manifests). Needs root (unshare, chroot, dockerd).
+test: deps unit static-check schema deploy-test
 
 ## make deps: install the system packages the lifecycle tests need, if missing.
 deps:
@@ -87,6 +114,30 @@ $(VENV)/.installed:
 
 schema: $(VENV)/.installed
 	"$(VENV)/bin/python" tests/schema/validate_golden.py "$(KUBERNETES_SCHEMA_VERSION)" tests/golden
+
+$(VENV)/.installed-deploy-$(PYTEST_VERSION): $(VENV)/.installed
+	"$(VENV)/bin/pip" install --quiet --disable-pip-version-check "pytest==$(PYTEST_VERSION)" pyyaml
+	touch "$@"
+
+$(HELM):
+	@echo "building helm $(HELM_VERSION) from its Go module (first run only)"
+	mkdir -p "$(@D)"
+	cd "$(TOOLS_DIR)" && time GOBIN="$(@D)" GOFLAGS=-buildvcs=false go install -ldflags "$(HELM_LDFLAGS)" "helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)"
+
+$(KUSTOMIZE):
+	@echo "building kustomize $(KUSTOMIZE_VERSION) from its Go module (first run only)"
+	mkdir -p "$(@D)"
+	cd "$(TOOLS_DIR)" && time GOBIN="$(@D)" GOFLAGS=-buildvcs=false go install "sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)"
+
+tools: $(HELM) $(KUSTOMIZE)
+
+## make deploy-test: renders the Helm chart (many value sets) and every
+## kustomize overlay, validates each object against the strict Kubernetes
+## schema and asserts the webhook's safety properties (tests/deploy/).
+deploy-test: build tools $(VENV)/.installed-deploy-$(PYTEST_VERSION)
+	HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" DIND_INJECTOR="$(BIN)" \
+	KUBERNETES_SCHEMA_VERSION="$(KUBERNETES_SCHEMA_VERSION)" \
+		"$(VENV)/bin/python" -m pytest -p no:cacheprovider -q tests/deploy
 
 lint:
 	cargo fmt --check
