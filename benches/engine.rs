@@ -10,10 +10,6 @@ use dind_injector::inject::{Decision, Engine, Mode};
 use serde_json::Value;
 use std::hint::black_box;
 
-// The same allocator as the binary, so the figures are the server's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn pod_text() -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),

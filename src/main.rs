@@ -3,10 +3,6 @@
 
 use clap::{Parser, Subcommand};
 
-/// Reviews are allocation-heavy JSON work; see Cargo.toml.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "dind-injector",
