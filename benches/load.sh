@@ -75,6 +75,11 @@ HALF=$(python3 -c "print(max(1, int($C_RPS / 2 / $CLIENTS)))")
 echo "==> half the ceiling's throughput: $CLIENTS connections x $HALF req/s"
 read -r CH_RPS CH_P50 CH_P99 CH_FAIL _ < <(run ceiling-half "$CEIL" "$WORK/ch.log" --rps="$HALF")
 read -r WH_RPS WH_P50 WH_P99 WH_FAIL _ < <(run webhook-half "$WEBHOOK" "$WORK/wh.log" --rps="$HALF")
+# And at half the webhook's own saturation throughput: its latency under a
+# load it can sustain.
+WHALF=$(python3 -c "print(max(1, int($W_RPS / 2 / $CLIENTS)))")
+echo "==> half the webhook's throughput: $CLIENTS connections x $WHALF req/s"
+read -r WW_RPS WW_P50 WW_P99 WW_FAIL _ < <(run webhook-own-half "$WEBHOOK" "$WORK/ww.log" --rps="$WHALF")
 C_RSS=$(rss ceiling); W_RSS=$(rss webhook)
 
 cat <<TABLE
@@ -85,6 +90,7 @@ cat <<TABLE
 | dind-injector | saturation | $W_RPS | $W_P50 | $W_P99 | $W_FAIL | $W_RSS |
 | ceiling | $((HALF * CLIENTS)) req/s | $CH_RPS | $CH_P50 | $CH_P99 | $CH_FAIL | |
 | dind-injector | $((HALF * CLIENTS)) req/s | $WH_RPS | $WH_P50 | $WH_P99 | $WH_FAIL | |
+| dind-injector | $((WHALF * CLIENTS)) req/s (half its own) | $WW_RPS | $WW_P50 | $WW_P99 | $WW_FAIL | |
 
 throughput ratio dind-injector / ceiling: $(python3 -c "print(f'{$W_RPS / $C_RPS:.2f}')")
 TABLE
