@@ -96,9 +96,7 @@ pub fn run(args: Args) -> Result<()> {
         None => Config::default(),
     };
     if config.sidecar_mode == SidecarMode::Auto {
-        tracing::info!(
-            "sidecarMode auto: classic (this build does not ask the cluster for its version)"
-        );
+        tracing::info!("sidecarMode auto: classic until the cluster has answered");
     }
     let engine = Engine::new(config, Mode::Classic)?;
     let options = server::Options {
