@@ -176,6 +176,14 @@ impl Activity {
         self.last_ms.store(now, Ordering::Relaxed);
     }
 
+    /// Passes a write's result through, counting written bytes as activity.
+    fn after_write(&self, poll: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        poll
+    }
+
     /// Resolves once nothing moved for `limit`.
     async fn idle_for(&self, limit: Duration) {
         loop {
@@ -219,10 +227,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        poll
+        this.activity.after_write(poll)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -240,10 +245,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        poll
+        this.activity.after_write(poll)
     }
 
     fn is_write_vectored(&self) -> bool {
