@@ -43,7 +43,7 @@ HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
 KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 PYTEST_VERSION ?= 9.2.0
 
-.PHONY: all build run certs dev-certs test unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
+.PHONY: all build run certs dev-certs test e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 all: build
 
@@ -83,6 +83,16 @@ dev-certs: build
 ## binary in an empty chroot — the schema check, and the deployment tests
 ## (Helm chart and kustomize manifests). Needs root (unshare, chroot, dockerd).
 test: deps unit static-check schema deploy-test
+
+## make e2e: the end-to-end suite against a real control plane — etcd,
+## kube-apiserver and kube-controller-manager built from the Kubernetes Go
+## modules (tests/e2e/controlplane; the first build takes about a quarter of
+## an hour and is cached under $(CACHE_DIR)/e2e), the real webhook and the
+## project's own manifests. One scenario: make e2e E2E_ARGS=job
+E2E_ARGS ?=
+e2e:
+	controlplane=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-controlplane.sh); \
+	DIND_E2E_CONTROLPLANE="$$controlplane" cargo test --locked --features e2e --test e2e -- $(E2E_ARGS)
 
 ## make deps: install the system packages the lifecycle tests need, if missing.
 deps:
@@ -141,7 +151,7 @@ deploy-test: build tools $(VENV)/.installed-deploy-$(PYTEST_VERSION)
 
 lint:
 	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --all-targets --all-features -- -D warnings
 
 fmt:
 	cargo fmt

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
+use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
 use super::EngineHandle;
@@ -93,11 +94,13 @@ fn log(outcome: &Outcome) {
 }
 
 /// Runs the detection now and every `every` until `stop`, switching the
-/// engine's `auto` when the answer changes.
+/// engine's `auto` when the answer changes. `first` fires once the first
+/// answer (or the lack of one) is in force.
 pub async fn run(
     engine: Arc<EngineHandle>,
     metrics: Arc<Metrics>,
     every: Duration,
+    first: oneshot::Sender<()>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -113,8 +116,10 @@ pub async fn run(
     let Some(client) = client else {
         engine.set_auto_mode(Mode::Classic);
         metrics.set_sidecar_mode(Mode::Classic.as_str());
+        let _ = first.send(());
         return;
     };
+    let mut first = Some(first);
     let mut last: Option<String> = None;
     loop {
         let outcome = detect(&client).await;
@@ -127,6 +132,9 @@ pub async fn run(
         let mode = outcome.mode();
         engine.set_auto_mode(mode);
         metrics.set_sidecar_mode(mode.as_str());
+        if let Some(first) = first.take() {
+            let _ = first.send(());
+        }
         tokio::select! {
             () = &mut stop => return,
             () = tokio::time::sleep(every) => {}

@@ -67,6 +67,10 @@ impl Readiness {
     }
 }
 
+/// How long `serve` waits for the first `sidecarMode: auto` answer before it
+/// starts answering reviews (in classic until the answer comes).
+const FIRST_DETECTION_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub addr: SocketAddr,
@@ -137,11 +141,13 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
         until_done(done_rx.clone()),
     ));
 
+    let (first_detection, detected) = tokio::sync::oneshot::channel();
     let detection = match configured {
         SidecarMode::Auto => Some(tokio::spawn(autodetect::run(
             engine.clone(),
             metrics.clone(),
             options.detect_interval,
+            first_detection,
             until_done(done_rx.clone()),
         ))),
         SidecarMode::Classic | SidecarMode::Native => {
@@ -151,9 +157,23 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
                 Mode::Classic
             };
             metrics.set_sidecar_mode(mode.as_str());
+            let _ = first_detection.send(());
             None
         }
     };
+    // No review before `auto` has its meaning: a pod admitted in the first
+    // moments after a (re)start would get classic while the rest of its Job
+    // gets native (found by the e2e suite: a restart during pod creation).
+    // An apiserver that does not answer does not hold the server back long.
+    if tokio::time::timeout(FIRST_DETECTION_WAIT, detected)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            wait_s = FIRST_DETECTION_WAIT.as_secs(),
+            "sidecarMode auto: no answer from the cluster yet; classic until it comes"
+        );
+    }
 
     readiness.set(true);
     metrics.set_ready(true);

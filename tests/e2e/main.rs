@@ -1,0 +1,884 @@
+//! End to end against a real control plane: etcd, kube-apiserver and
+//! kube-controller-manager built from the Kubernetes Go modules
+//! (tests/e2e/controlplane, `make e2e` builds and caches it), the real
+//! `dind-injector serve`, and the project's own manifests (RBAC, webhook
+//! configuration, config file).
+//!
+//! One control plane serves every scenario, in order: starting it costs more
+//! than all scenarios together. Each scenario works in namespaces and under
+//! names of its own, so a failure is reported and the rest still run.
+//! Run one by name: `make e2e E2E_ARGS=job`.
+//!
+//! Not a libtest harness (`harness = false`): the control plane must be torn
+//! down after the last scenario, also on failure, and libtest has no place
+//! for that.
+
+mod cluster;
+mod extra;
+mod injector;
+mod pki;
+mod pods;
+mod procs;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use cluster::ControlPlane;
+use extra::Extra;
+use injector::Injector;
+use pki::{Ca, Usage};
+use pods::{
+    check_injected, check_untouched, count_named, pod, runner_labels, runner_template, Mode,
+};
+use procs::eventually;
+
+/// Where runner pods are created (matched by the webhook's namespaceSelector).
+const RUNNERS: &str = "e2e-runners";
+/// Opted out with the documented namespace label.
+const OPTED_OUT: &str = "e2e-opted-out";
+const WEBHOOK_CONFIG: &str = "dind-injector";
+const FIELD_MANAGER: &str = "dind-injector-e2e";
+/// Controllers and the apiserver's webhook informer act within seconds; a
+/// minute means something is broken.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Env {
+    dir: PathBuf,
+    client: Client,
+    ca: Ca,
+    extra: Option<Extra>,
+    // Drop order: the webhook, then the control plane.
+    injector: Injector,
+    cp: ControlPlane,
+}
+
+type Scenario = for<'a> fn(&'a mut Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        [$((stringify!($name), (|env| Box::pin($name(env))) as Scenario)),*]
+    };
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("dind-injector-e2e-{}", std::process::id()));
+    let started = Instant::now();
+    let outcome = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(&dir, &filters)),
+        Err(e) => Err(e.into()),
+    };
+    // Every process of the run has the run's directory on its command line.
+    let leftovers = procs::processes_mentioning(&dir.display().to_string());
+    let failed = match outcome {
+        Ok(failed) => failed,
+        Err(e) => {
+            eprintln!("e2e: setup failed: {e:#}");
+            vec!["setup".to_string()]
+        }
+    };
+    if !leftovers.is_empty() {
+        eprintln!(
+            "e2e: processes left behind after teardown:\n{}",
+            leftovers.join("\n")
+        );
+    }
+    println!("e2e: finished in {:.1} s", started.elapsed().as_secs_f64());
+    if failed.is_empty() && leftovers.is_empty() {
+        let _ = std::fs::remove_dir_all(&dir);
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "e2e: FAILED: {} (logs kept in {})",
+            failed.join(", "),
+            dir.display()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// Sets up, runs the selected scenarios; the names of those that failed.
+async fn run(dir: &Path, filters: &[String]) -> Result<Vec<String>> {
+    let bin = PathBuf::from(std::env::var_os("DIND_E2E_CONTROLPLANE").context(
+        "DIND_E2E_CONTROLPLANE is not set: run `make e2e`, which builds the control plane",
+    )?);
+    for component in ["kube-apiserver", "kube-controller-manager", "etcd"] {
+        println!(
+            "e2e: {component}: {}",
+            cluster::component_version(&bin, component)?
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let mut env = setup(dir, &bin).await?;
+
+    let mut failed = Vec::new();
+    let all = scenarios![
+        auto_mode_picks_native,
+        job_pods_injected,
+        replicaset_pods_injected,
+        bare_pods_classic_and_native,
+        unselected_pods_untouched,
+        invalid_annotation_rejected,
+        dry_run_stores_nothing,
+        reinvocation_keeps_one_dind,
+        webhook_down_fails_closed,
+        certificate_rotation_loses_nothing,
+        auto_mode_follows_old_nodes,
+    ];
+    for (name, scenario) in all {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let start = Instant::now();
+        let result = match tokio::time::timeout(Duration::from_secs(240), scenario(&mut env)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("timed out")),
+        };
+        let result = result
+            .and_then(|()| env.cp.check_alive())
+            .and_then(|()| env.injector.check_alive());
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => println!("e2e: scenario {name} ... ok ({secs:.1} s)"),
+            Err(e) => {
+                println!("e2e: scenario {name} ... FAILED ({secs:.1} s)\n{e:#}");
+                failed.push(name.to_string());
+            }
+        }
+    }
+    Ok(failed)
+}
+
+async fn setup(dir: &Path, bin: &Path) -> Result<Env> {
+    let start = Instant::now();
+    let ca = Ca::generate("dind-injector e2e cluster CA")?;
+    let (cp, client) = ControlPlane::start(bin, dir, &ca).await?;
+    let version = client.apiserver_version().await?;
+    println!(
+        "e2e: control plane up in {:.1} s: apiserver {} at {}",
+        start.elapsed().as_secs_f64(),
+        version.git_version,
+        cp.server
+    );
+
+    let token = install_identity(&client).await?;
+    let kubeconfig = dir.join("injector.kubeconfig");
+    pki::write(
+        &kubeconfig,
+        &cluster::kubeconfig(&cp.server, &cp.ca_file, cluster::Credentials::Token(&token)),
+    )?;
+    let mut injector = Injector::new(dir, &kubeconfig, &root().join("manifests/base/config.yaml"))?;
+    injector.start()?;
+    let mut env = Env {
+        dir: dir.to_path_buf(),
+        client,
+        ca,
+        extra: None,
+        injector,
+        cp,
+    };
+    namespace(
+        &env.client,
+        RUNNERS,
+        json!({"e2e.dind-injector.io/role": "runners"}),
+    )
+    .await?;
+    namespace(
+        &env.client,
+        OPTED_OUT,
+        json!({"dind-injector.io/injection": "disabled"}),
+    )
+    .await?;
+    register_webhook(&env, true).await?;
+    wait_for_calls(
+        &env,
+        "the webhook configuration to take effect",
+        runner_labels(),
+        1,
+    )
+    .await?;
+    println!(
+        "e2e: webhook registered and answering after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    env.cp.check_alive()?;
+    Ok(env)
+}
+
+/// The webhook's ServiceAccount with the project's own RBAC, and a token for
+/// it: auto mode reads the cluster with exactly the rights it ships with.
+async fn install_identity(client: &Client) -> Result<String> {
+    let ssa = PatchParams::apply(FIELD_MANAGER).force();
+    for file in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+        let path = root().join("manifests/base").join(file);
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).with_context(|| path.display().to_string())?;
+            let name = v["metadata"]["name"]
+                .as_str()
+                .context("metadata.name")?
+                .to_string();
+            match v["kind"].as_str() {
+                Some("Namespace") => {
+                    Api::<Namespace>::all(client.clone())
+                        .patch(&name, &ssa, &Patch::Apply(&v))
+                        .await?;
+                }
+                Some("ServiceAccount") => {
+                    let ns = v["metadata"]["namespace"].as_str().context("namespace")?;
+                    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+                        .patch(&name, &ssa, &Patch::Apply(&v))
+                        .await?;
+                }
+                Some("ClusterRole") => {
+                    Api::<ClusterRole>::all(client.clone())
+                        .patch(&name, &ssa, &Patch::Apply(&v))
+                        .await?;
+                }
+                Some("ClusterRoleBinding") => {
+                    Api::<ClusterRoleBinding>::all(client.clone())
+                        .patch(&name, &ssa, &Patch::Apply(&v))
+                        .await?;
+                }
+                other => bail!("{}: unexpected kind {other:?}", path.display()),
+            }
+        }
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "dind-injector");
+    let answer = accounts
+        .create_token_request("dind-injector", &PostParams::default(), &request)
+        .await
+        .context("token for the dind-injector ServiceAccount")?;
+    answer
+        .status
+        .and_then(|s| s.token)
+        .context("TokenRequest answered without a token")
+}
+
+/// A namespace, once the controller-manager gave it the `default`
+/// ServiceAccount (without it, the ServiceAccount admission plugin refuses pods).
+async fn namespace(client: &Client, name: &str, labels: Value) -> Result<()> {
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&ns),
+        )
+        .await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    eventually(&format!("ServiceAccount default in {name}"), WAIT, || {
+        let accounts = accounts.clone();
+        async move { Ok(accounts.get_opt("default").await?.map(|_| ())) }
+    })
+    .await
+}
+
+/// The project's MutatingWebhookConfiguration, as shipped, with a `url`
+/// clientConfig for the local server and its real CA. Without
+/// `matchConditions` it is what components/no-match-conditions installs.
+async fn register_webhook(env: &Env, match_conditions: bool) -> Result<()> {
+    let path = root().join("manifests/base/mutatingwebhookconfiguration.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let mut v: Value = serde_norway::from_str(&text).with_context(|| path.display().to_string())?;
+    let ca = base64::engine::general_purpose::STANDARD.encode(env.injector.ca_pem()?);
+    let hooks = v["webhooks"].as_array_mut().context("webhooks")?;
+    ensure!(
+        hooks.len() == 1,
+        "expected one webhook in {}",
+        path.display()
+    );
+    hooks[0]["clientConfig"] = json!({"url": env.injector.url(), "caBundle": ca});
+    if !match_conditions {
+        hooks[0]
+            .as_object_mut()
+            .context("webhook")?
+            .remove("matchConditions");
+    }
+    let config: MutatingWebhookConfiguration = serde_json::from_value(v)?;
+    Api::<MutatingWebhookConfiguration>::all(env.client.clone())
+        .patch(
+            WEBHOOK_CONFIG,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&config),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Webhook configuration changes reach the apiserver through an informer,
+/// a moment later. Dry-run pods with `labels` until one create makes
+/// exactly `calls` reviews.
+async fn wait_for_calls(env: &Env, what: &str, labels: Value, calls: u32) -> Result<()> {
+    let pods = runners(env);
+    eventually(what, WAIT, || {
+        let (pods, labels) = (pods.clone(), labels.clone());
+        async move {
+            let before = env.injector.metrics().await?.reviews();
+            let probe = pod("probe", runner_template(labels, json!({})))?;
+            pods.create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &probe,
+            )
+            .await?;
+            let after = env.injector.metrics().await?.reviews();
+            Ok((after - before == f64::from(calls)).then_some(()))
+        }
+    })
+    .await
+}
+
+fn runners(env: &Env) -> Api<Pod> {
+    Api::namespaced(env.client.clone(), RUNNERS)
+}
+
+async fn create(api: &Api<Pod>, name: &str, template: Value) -> Result<Pod> {
+    api.create(&PostParams::default(), &pod(name, template)?)
+        .await
+        .with_context(|| format!("creating pod {name}"))
+}
+
+/// The pod as stored (not as the create call answered).
+async fn stored(api: &Api<Pod>, name: &str) -> Result<Pod> {
+    api.get(name)
+        .await
+        .with_context(|| format!("reading pod {name}"))
+}
+
+fn mode_annotation(mode: &str) -> Value {
+    json!({ dind_injector::contract::annotation::SIDECAR_MODE: mode })
+}
+
+/// The message the user sees when the apiserver refuses a create.
+fn refusal(result: Result<Pod, kube::Error>) -> Result<String> {
+    match result {
+        Ok(pod) => bail!("created {:?}, want a refusal", pod.metadata.name),
+        Err(kube::Error::Api(status)) => Ok(status.message),
+        Err(other) => bail!("want an API refusal, got {other}"),
+    }
+}
+
+async fn sidecar_mode_is(env: &Env, mode: &str) -> Result<()> {
+    let label = format!("mode=\"{mode}\"");
+    eventually(&format!("sidecar mode {mode}"), WAIT, || {
+        let label = label.clone();
+        async move {
+            let m = env.injector.metrics().await?;
+            Ok((m.sum("dind_injector_sidecar_mode", &[&label]) == 1.0).then_some(()))
+        }
+    })
+    .await
+}
+
+// ---- scenarios ----
+
+/// `sidecarMode: auto` (the shipped config) against a 1.37 apiserver with no
+/// nodes: native sidecars.
+async fn auto_mode_picks_native(env: &mut Env) -> Result<()> {
+    sidecar_mode_is(env, "native").await?;
+    let log = env.injector.log();
+    ensure!(
+        log.contains("\"mode\":\"native\"") && log.contains("1.37"),
+        "the detection is not logged with its version: {log}"
+    );
+    let created = create(
+        &runners(env),
+        "auto-mode",
+        runner_template(runner_labels(), json!({})),
+    )
+    .await?;
+    check_injected(&created, Mode::Native)
+}
+
+async fn wait_for_pods(env: &Env, selector: &str, count: usize) -> Result<Vec<Pod>> {
+    let pods = runners(env);
+    let params = ListParams::default().labels(selector);
+    eventually(&format!("{count} pods with {selector}"), WAIT, || {
+        let (pods, params) = (pods.clone(), params.clone());
+        async move {
+            let list = pods.list(&params).await?;
+            Ok((list.items.len() == count).then_some(list.items))
+        }
+    })
+    .await
+}
+
+fn owned_by(pod: &Pod, kind: &str, name: &str) -> Result<()> {
+    let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
+    ensure!(
+        owners
+            .iter()
+            .any(|o| o.kind == kind && o.name == name && o.controller == Some(true)),
+        "pod {:?} is not controlled by {kind} {name}: {owners:?}",
+        pod.metadata.name
+    );
+    Ok(())
+}
+
+/// Creates `workload` (two runner pods) and checks the pods its controller
+/// creates through the webhook: the injection as stored, and the owner.
+async fn workload_pods_injected<K>(env: &Env, workload: Value, selector: &str) -> Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let kind = workload["kind"].as_str().context("kind")?.to_string();
+    let name = workload["metadata"]["name"]
+        .as_str()
+        .context("name")?
+        .to_string();
+    let object: K = serde_json::from_value(workload)?;
+    Api::<K>::namespaced(env.client.clone(), RUNNERS)
+        .create(&PostParams::default(), &object)
+        .await
+        .with_context(|| format!("creating {kind} {name}"))?;
+    for p in wait_for_pods(env, selector, 2).await? {
+        owned_by(&p, &kind, &name)?;
+        check_injected(&p, Mode::Native)?;
+    }
+    Ok(())
+}
+
+async fn job_pods_injected(env: &mut Env) -> Result<()> {
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "runner-job"},
+        "spec": {
+            "parallelism": 2,
+            "completions": 2,
+            "backoffLimit": 0,
+            "template": runner_template(runner_labels(), json!({})),
+        }
+    });
+    workload_pods_injected::<Job>(env, job, "batch.kubernetes.io/job-name=runner-job").await
+}
+
+async fn replicaset_pods_injected(env: &mut Env) -> Result<()> {
+    let labels = json!({"runner": "true", "app": "runner-rs"});
+    let mut template = runner_template(labels.clone(), json!({}));
+    // ReplicaSets allow only restartPolicy Always.
+    template["spec"]["restartPolicy"] = json!("Always");
+    let rs = json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "runner-rs"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": template}
+    });
+    workload_pods_injected::<ReplicaSet>(env, rs, "app=runner-rs").await
+}
+
+async fn bare_pods_classic_and_native(env: &mut Env) -> Result<()> {
+    let pods = runners(env);
+    for (name, mode) in [
+        ("bare-classic", Mode::Classic),
+        ("bare-native", Mode::Native),
+    ] {
+        let annotation = mode_annotation(if mode == Mode::Classic {
+            "classic"
+        } else {
+            "native"
+        });
+        create(&pods, name, runner_template(runner_labels(), annotation)).await?;
+        check_injected(&stored(&pods, name).await?, mode)?;
+    }
+    Ok(())
+}
+
+/// The selectors keep the apiserver from calling us at all.
+async fn unselected_pods_untouched(env: &mut Env) -> Result<()> {
+    let before = env.injector.metrics().await?.reviews();
+    ensure!(
+        before > 0.0,
+        "no reviews counted yet: the metric cannot show a call"
+    );
+    let cases = [
+        (RUNNERS, "no-runner-label", json!({"app": "web"})),
+        (OPTED_OUT, "opted-out-namespace", runner_labels()),
+        ("kube-system", "system-namespace", runner_labels()),
+    ];
+    for (ns, name, labels) in cases {
+        let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+        create(&api, name, runner_template(labels, json!({}))).await?;
+        check_untouched(&stored(&api, name).await?).with_context(|| format!("{ns}/{name}"))?;
+    }
+    let after = env.injector.metrics().await?.reviews();
+    ensure!(
+        after == before,
+        "the webhook was called {} times for unselected pods",
+        after - before
+    );
+    Ok(())
+}
+
+async fn invalid_annotation_rejected(env: &mut Env) -> Result<()> {
+    let pods = runners(env);
+    let key = dind_injector::contract::annotation::DRAIN_TIMEOUT;
+    let bad = pod(
+        "bad-annotation",
+        runner_template(runner_labels(), json!({ key: "soon" })),
+    )?;
+    let message = refusal(pods.create(&PostParams::default(), &bad).await)?;
+    println!("e2e:   the user sees: {message}");
+    ensure!(
+        message.contains("inject.dind-injector.io")
+            && message.contains(key)
+            && message.contains("soon"),
+        "the refusal does not name the webhook, the annotation and its value: {message}"
+    );
+    ensure!(
+        pods.get_opt("bad-annotation").await?.is_none(),
+        "the refused pod was stored"
+    );
+    Ok(())
+}
+
+async fn dry_run_stores_nothing(env: &mut Env) -> Result<()> {
+    let pods = runners(env);
+    let before = env.injector.metrics().await?.reviews();
+    let answer = pods
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &pod("dry-run", runner_template(runner_labels(), json!({})))?,
+        )
+        .await?;
+    check_injected(&answer, Mode::Native)?;
+    ensure!(
+        pods.get_opt("dry-run").await?.is_none(),
+        "a dry-run pod was stored"
+    );
+    let after = env.injector.metrics().await?.reviews();
+    ensure!(
+        after - before == 1.0,
+        "dry run made {} reviews, want 1",
+        after - before
+    );
+    ensure!(
+        env.injector.log().contains("\"dry_run\":true"),
+        "the review log does not say dry_run"
+    );
+    Ok(())
+}
+
+/// Registers the second webhook (once) and waits until it acts.
+async fn ensure_extra(env: &mut Env) -> Result<()> {
+    if env.extra.is_some() {
+        return Ok(());
+    }
+    env.ca.issue(
+        &env.dir,
+        "extra",
+        "e2e-extra",
+        Usage::Server {
+            sans: &["127.0.0.1"],
+        },
+    )?;
+    let server = Extra::start(&env.dir).await?;
+    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        // Sorts after "dind-injector": called after ours.
+        "metadata": {"name": "e2e-extra"},
+        "webhooks": [{
+            "name": "extra.e2e.dind-injector.io",
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": {
+                "url": format!("https://{}/", server.addr),
+                "caBundle": base64::engine::general_purpose::STANDARD.encode(&env.ca.cert_pem),
+            },
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "objectSelector": {"matchLabels": {extra::LABEL: "true"}},
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "IfNeeded",
+            "timeoutSeconds": 10,
+        }]
+    }))?;
+    Api::<MutatingWebhookConfiguration>::all(env.client.clone())
+        .patch(
+            "e2e-extra",
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&config),
+        )
+        .await?;
+    let pods = runners(env);
+    eventually("the second webhook to take effect", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let probe = pod(
+                "probe",
+                runner_template(json!({ extra::LABEL: "true" }), json!({})),
+            )?;
+            let answer = pods
+                .create(
+                    &PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                    &probe,
+                )
+                .await?;
+            Ok((count_named(&answer, extra::CONTAINER)? == 1).then_some(()))
+        }
+    })
+    .await?;
+    env.extra = Some(server);
+    Ok(())
+}
+
+/// Another webhook changes the pod after ours: with the shipped
+/// matchConditions the apiserver does not even ask us again; without them
+/// (components/no-match-conditions, clusters < 1.30) it asks, and we answer
+/// "already injected". Either way: one dind.
+async fn reinvocation_keeps_one_dind(env: &mut Env) -> Result<()> {
+    ensure_extra(env).await?;
+    let both = json!({"runner": "true", extra::LABEL: "true"});
+    let pods = runners(env);
+    for (variant, match_conditions, calls) in [
+        ("with-conditions", true, 1.0),
+        ("without-conditions", false, 2.0),
+    ] {
+        if !match_conditions {
+            register_webhook(env, false).await?;
+            wait_for_calls(
+                env,
+                "the configuration without matchConditions",
+                both.clone(),
+                2,
+            )
+            .await?;
+        }
+        let m = env.injector.metrics().await?;
+        let (reviews, already) = (
+            m.reviews(),
+            m.sum(
+                "dind_injector_reviews_total",
+                &["reason=\"already-injected\""],
+            ),
+        );
+        let extra_calls = env.extra.as_ref().map_or(0, Extra::calls);
+        let name = format!("reinvoked-{variant}");
+        create(&pods, &name, runner_template(both.clone(), json!({}))).await?;
+        let p = stored(&pods, &name).await?;
+        check_injected(&p, Mode::Native)?;
+        ensure!(
+            count_named(&p, extra::CONTAINER)? == 1,
+            "{name}: the second webhook's container is missing"
+        );
+        let m = env.injector.metrics().await?;
+        let (calls_now, already_now) = (
+            m.reviews() - reviews,
+            m.sum(
+                "dind_injector_reviews_total",
+                &["reason=\"already-injected\""],
+            ) - already,
+        );
+        ensure!(
+            calls_now == calls,
+            "{name}: our webhook was called {calls_now} times, want {calls}"
+        );
+        ensure!(
+            already_now == calls - 1.0,
+            "{name}: {already_now} already-injected answers, want {}",
+            calls - 1.0
+        );
+        let extra_now = env.extra.as_ref().map_or(0, Extra::calls) - extra_calls;
+        ensure!(extra_now >= 1, "{name}: the second webhook was not called");
+        println!("e2e:   {variant}: our webhook called {calls_now} time(s), the other {extra_now}");
+    }
+    register_webhook(env, true).await?;
+    wait_for_calls(env, "the shipped configuration again", both, 1).await
+}
+
+/// `failurePolicy: Fail`: no runner pod without Docker, other pods unaffected.
+async fn webhook_down_fails_closed(env: &mut Env) -> Result<()> {
+    let pods = runners(env);
+    env.injector.stop()?;
+    let message = refusal(
+        pods.create(
+            &PostParams::default(),
+            &pod("while-down", runner_template(runner_labels(), json!({})))?,
+        )
+        .await,
+    )?;
+    println!("e2e:   the user sees: {message}");
+    ensure!(
+        message.contains("failed calling webhook \"inject.dind-injector.io\""),
+        "the refusal does not say which webhook failed: {message}"
+    );
+    create(
+        &pods,
+        "plain-while-down",
+        runner_template(json!({"app": "web"}), json!({})),
+    )
+    .await?;
+    check_untouched(&stored(&pods, "plain-while-down").await?)?;
+    env.injector.start()?;
+    let created = eventually("a runner pod after the restart", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            match pods
+                .create(
+                    &PostParams::default(),
+                    &pod("after-restart", runner_template(runner_labels(), json!({})))?,
+                )
+                .await
+            {
+                Ok(p) => Ok(Some(p)),
+                Err(e) => Err(e.into()),
+            }
+        }
+    })
+    .await?;
+    check_injected(&created, Mode::Native)
+}
+
+/// New serving certificates (same CA) while pods are being created.
+async fn certificate_rotation_loses_nothing(env: &mut Env) -> Result<()> {
+    let pods = runners(env);
+    let stop = std::cell::Cell::new(false);
+    let creator = async {
+        let (mut created, mut failures) = (Vec::new(), Vec::new());
+        let mut n = 0;
+        while !stop.get() {
+            n += 1;
+            let name = format!("rotation-{n}");
+            match pods
+                .create(
+                    &PostParams::default(),
+                    &pod(&name, runner_template(runner_labels(), json!({})))?,
+                )
+                .await
+            {
+                Ok(p) => created.push(p),
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+        }
+        Ok::<_, anyhow::Error>((created, failures))
+    };
+    let rotator = async {
+        let result = async {
+            let (mut served, _) = env.injector.served_and_file_cert().await?;
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                env.injector.issue_certs()?;
+                let new = eventually("the new certificate to be served", WAIT, || async {
+                    let (now, file) = env.injector.served_and_file_cert().await?;
+                    Ok((now == file && now != served).then_some(now))
+                })
+                .await?;
+                served = new;
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        stop.set(true);
+        result
+    };
+    let (created, rotated) = tokio::join!(creator, rotator);
+    rotated?;
+    let (created, failures) = created?;
+    ensure!(
+        failures.is_empty(),
+        "creations failed during rotation: {failures:?}"
+    );
+    ensure!(
+        created.len() >= 10,
+        "only {} pods created during rotation",
+        created.len()
+    );
+    for p in &created {
+        check_injected(p, Mode::Native)?;
+    }
+    println!(
+        "e2e:   {} pods created across 3 rotations, none failed",
+        created.len()
+    );
+    Ok(())
+}
+
+/// A node with a kubelet older than 1.29 joins: auto mode turns classic, and
+/// back to native when it leaves.
+async fn auto_mode_follows_old_nodes(env: &mut Env) -> Result<()> {
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let info = json!({
+        "machineID": "e2e", "systemUUID": "e2e", "bootID": "e2e", "kernelVersion": "6.1.0",
+        "osImage": "Debian", "containerRuntimeVersion": "containerd://1.7.0",
+        "kubeletVersion": "v1.28.15", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"
+    });
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "e2e-old-kubelet"}
+    }))?;
+    nodes.create(&PostParams::default(), &node).await?;
+    nodes
+        .patch_status(
+            "e2e-old-kubelet",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"nodeInfo": info}})),
+        )
+        .await?;
+    sidecar_mode_is(env, "classic").await?;
+    let pods = runners(env);
+    create(
+        &pods,
+        "old-node-present",
+        runner_template(runner_labels(), json!({})),
+    )
+    .await?;
+    check_injected(&stored(&pods, "old-node-present").await?, Mode::Classic)?;
+    nodes.delete("e2e-old-kubelet", &Default::default()).await?;
+    sidecar_mode_is(env, "native").await?;
+    create(
+        &pods,
+        "old-node-gone",
+        runner_template(runner_labels(), json!({})),
+    )
+    .await?;
+    check_injected(&stored(&pods, "old-node-gone").await?, Mode::Native)
+}
