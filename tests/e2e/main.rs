@@ -32,7 +32,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -151,6 +151,8 @@ async fn run(dir: &Path, filters: &[String]) -> Result<Vec<String>> {
         reinvocation_keeps_one_dind,
         webhook_down_fails_closed,
         certificate_rotation_loses_nothing,
+        pod_security_baseline_refuses_dind,
+        own_deployment_passes_restricted,
         auto_mode_follows_old_nodes,
     ];
     for (name, scenario) in all {
@@ -429,17 +431,42 @@ async fn auto_mode_picks_native(env: &mut Env) -> Result<()> {
     check_injected(&created, Mode::Native)
 }
 
-async fn wait_for_pods(env: &Env, selector: &str, count: usize) -> Result<Vec<Pod>> {
-    let pods = runners(env);
+/// The pods a controller created in `ns`; when they do not come, the
+/// namespace's events say why (a controller's FailedCreate carries the
+/// apiserver's refusal).
+async fn wait_for_pods(env: &Env, ns: &str, selector: &str, count: usize) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let params = ListParams::default().labels(selector);
-    eventually(&format!("{count} pods with {selector}"), WAIT, || {
-        let (pods, params) = (pods.clone(), params.clone());
-        async move {
-            let list = pods.list(&params).await?;
-            Ok((list.items.len() == count).then_some(list.items))
-        }
-    })
-    .await
+    let found = eventually(
+        &format!("{count} pods with {selector} in {ns}"),
+        WAIT,
+        || {
+            let (pods, params) = (pods.clone(), params.clone());
+            async move {
+                let list = pods.list(&params).await?;
+                Ok((list.items.len() == count).then_some(list.items))
+            }
+        },
+    )
+    .await;
+    if found.is_err() {
+        let events = Api::<Event>::namespaced(env.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?;
+        let said: Vec<String> = events
+            .items
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.reason.as_deref().unwrap_or("?"),
+                    e.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        return found.with_context(|| format!("events in {ns}:\n{}", said.join("\n")));
+    }
+    found
 }
 
 fn owned_by(pod: &Pod, kind: &str, name: &str) -> Result<()> {
@@ -474,7 +501,7 @@ where
         .create(&PostParams::default(), &object)
         .await
         .with_context(|| format!("creating {kind} {name}"))?;
-    for p in wait_for_pods(env, selector, 2).await? {
+    for p in wait_for_pods(env, RUNNERS, selector, 2).await? {
         owned_by(&p, &kind, &name)?;
         check_injected(&p, Mode::Native)?;
     }
@@ -840,6 +867,80 @@ async fn certificate_rotation_loses_nothing(env: &mut Env) -> Result<()> {
         "e2e:   {} pods created across 3 rotations, none failed",
         created.len()
     );
+    Ok(())
+}
+
+/// docs/install.md: runner namespaces must be `privileged`; at `baseline`
+/// Pod Security (which checks the mutated pod) refuses the dind container.
+async fn pod_security_baseline_refuses_dind(env: &mut Env) -> Result<()> {
+    let ns = "e2e-baseline";
+    namespace(
+        &env.client,
+        ns,
+        json!({"pod-security.kubernetes.io/enforce": "baseline"}),
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let runner = pod("runner", runner_template(runner_labels(), json!({})))?;
+    let message = refusal(pods.create(&PostParams::default(), &runner).await)?;
+    println!("e2e:   the user sees: {message}");
+    ensure!(
+        message.contains("PodSecurity")
+            && message.contains("privileged")
+            && message.contains("\"dind\""),
+        "the refusal does not name Pod Security, privileged and the dind container: {message}"
+    );
+    // The same namespace takes pods the webhook leaves alone.
+    create(
+        &pods,
+        "web",
+        runner_template(json!({"app": "web"}), json!({})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The shipped Deployment (manifests/base) in its `restricted` namespace:
+/// the ReplicaSet controller's pods pass the apiserver's Pod Security.
+async fn own_deployment_passes_restricted(env: &mut Env) -> Result<()> {
+    let path = root().join("manifests/base/deployment.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let deployment: Value =
+        serde_norway::from_str(&text).with_context(|| path.display().to_string())?;
+    let ns = deployment["metadata"]["namespace"]
+        .as_str()
+        .context("namespace")?;
+    let replicas = deployment["spec"]["replicas"]
+        .as_u64()
+        .context("replicas")? as usize;
+    let levels = Api::<Namespace>::all(env.client.clone()).get(ns).await?;
+    let enforce = levels
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .remove("pod-security.kubernetes.io/enforce");
+    ensure!(
+        enforce.as_deref() == Some("restricted"),
+        "namespace {ns} enforces {enforce:?}, want restricted"
+    );
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), ns)
+        .patch(
+            "dind-injector",
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&deployment),
+        )
+        .await?;
+    let selector = "app.kubernetes.io/name=dind-injector,app.kubernetes.io/component=webhook";
+    let pods = wait_for_pods(env, ns, selector, replicas).await?;
+    for p in &pods {
+        ensure!(
+            p.metadata
+                .annotations
+                .as_ref()
+                .is_none_or(|a| !a.contains_key(dind_injector::contract::annotation::STATUS)),
+            "the webhook's own pod was injected"
+        );
+    }
     Ok(())
 }
 
