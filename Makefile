@@ -43,7 +43,7 @@ HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
 KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 PYTEST_VERSION ?= 9.2.0
 
-.PHONY: all build run certs dev-certs test e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
+.PHONY: all build run certs dev-certs test e2e bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 all: build
 
@@ -93,6 +93,11 @@ E2E_ARGS ?=
 e2e:
 	controlplane=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-controlplane.sh); \
 	DIND_E2E_CONTROLPLANE="$$controlplane" cargo test --locked --features e2e --test e2e -- $(E2E_ARGS)
+
+## make bench-e2e: what the webhook (the release build) adds to a pod
+## creation through the real apiserver (docs/performance.md).
+bench-e2e: static
+	DIND_E2E_INJECTOR="$(STATIC_BIN)" $(MAKE) e2e E2E_ARGS=--bench
 
 ## make deps: install the system packages the lifecycle tests need, if missing.
 deps:

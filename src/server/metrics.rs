@@ -36,6 +36,7 @@ pub struct Metrics {
     duration: Histogram,
     cert_expiry: Gauge<i64, AtomicI64>,
     connections: Gauge<i64, AtomicI64>,
+    accepted: Counter,
     ready: Gauge<i64, AtomicI64>,
     sidecar_mode: Family<ModeLabels, Gauge>,
 }
@@ -76,6 +77,14 @@ impl Metrics {
             "Open webhook connections (TLS established)",
             connections.clone(),
         );
+        // Connection churn: an apiserver that does not keep its connections
+        // pays a TLS handshake per review.
+        let accepted = Counter::default();
+        registry.register(
+            "connections",
+            "Webhook connections established (TLS handshake completed)",
+            accepted.clone(),
+        );
         let ready = Gauge::<i64, AtomicI64>::default();
         registry.register("ready", "1 while the webhook reports ready", ready.clone());
         let sidecar_mode = Family::<ModeLabels, Gauge>::default();
@@ -97,6 +106,7 @@ impl Metrics {
             duration,
             cert_expiry,
             connections,
+            accepted,
             ready,
             sidecar_mode,
         }
@@ -126,8 +136,12 @@ impl Metrics {
         self.cert_expiry.set(not_after.unwrap_or(0));
     }
 
+    /// +1 when a connection is established, -1 when it closes.
     pub fn connections(&self, delta: i64) {
         self.connections.inc_by(delta);
+        if delta > 0 {
+            self.accepted.inc_by(delta as u64);
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -153,6 +167,9 @@ mod tests {
         m.review("injected", "", Some(Duration::from_micros(300)));
         m.review("error", "too-large", None);
         m.set_cert_expiry(Some(1_900_000_000));
+        m.connections(1);
+        m.connections(1);
+        m.connections(-1);
         let text = m.encode().unwrap();
         assert!(
             text.contains(
@@ -173,5 +190,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dind_injector_build_info{version="), "{text}");
+        assert!(
+            text.contains("dind_injector_open_connections 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dind_injector_connections_total 2\n"),
+            "{text}"
+        );
     }
 }

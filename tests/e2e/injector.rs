@@ -17,8 +17,13 @@ use tokio::net::TcpStream;
 
 use crate::procs::{free_port, Proc};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_dind-injector")
+/// The binary cargo built for this test, or `DIND_E2E_INJECTOR` (the
+/// benchmark measures the release build).
+pub fn bin() -> PathBuf {
+    std::env::var_os("DIND_E2E_INJECTOR").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_dind-injector")),
+        PathBuf::from,
+    )
 }
 
 pub struct Injector {

@@ -13,6 +13,7 @@
 //! down after the last scenario, also on failure, and libtest has no place
 //! for that.
 
+mod bench;
 mod cluster;
 mod extra;
 mod injector;
@@ -82,6 +83,7 @@ macro_rules! scenarios {
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let bench = std::env::args().any(|a| a == "--bench");
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -92,7 +94,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(run(&dir, &filters)),
+        Ok(rt) => rt.block_on(run(&dir, &filters, bench)),
         Err(e) => Err(e.into()),
     };
     // Every process of the run has the run's directory on its command line.
@@ -124,8 +126,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sets up, runs the selected scenarios; the names of those that failed.
-async fn run(dir: &Path, filters: &[String]) -> Result<Vec<String>> {
+/// Sets up, runs the selected scenarios (or the benchmark); the names of
+/// those that failed.
+async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>> {
     let bin = PathBuf::from(std::env::var_os("DIND_E2E_CONTROLPLANE").context(
         "DIND_E2E_CONTROLPLANE is not set: run `make e2e`, which builds the control plane",
     )?);
@@ -138,6 +141,15 @@ async fn run(dir: &Path, filters: &[String]) -> Result<Vec<String>> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let mut env = setup(dir, &bin).await?;
+    if bench {
+        return Ok(match bench::admission(&env).await {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                println!("e2e bench: FAILED\n{e:#}");
+                vec!["bench".to_string()]
+            }
+        });
+    }
 
     let mut failed = Vec::new();
     let all = scenarios![
