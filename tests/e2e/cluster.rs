@@ -74,7 +74,10 @@ pub async fn client_from(path: &Path) -> Result<Client> {
 
 /// `controlplane <component> --version`, trimmed to its first line.
 pub fn component_version(bin: &Path, component: &str) -> Result<String> {
-    let out = Command::new(bin).args([component, "--version"]).output()?;
+    let out = Command::new(bin)
+        .args([component, "--version"])
+        .output()
+        .with_context(|| format!("running {} {component} --version", bin.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }

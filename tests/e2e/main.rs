@@ -117,11 +117,12 @@ fn main() -> ExitCode {
         let _ = std::fs::remove_dir_all(&dir);
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "e2e: FAILED: {} (logs kept in {})",
-            failed.join(", "),
-            dir.display()
-        );
+        let logs = if dir.exists() {
+            format!(" (logs kept in {})", dir.display())
+        } else {
+            String::new()
+        };
+        eprintln!("e2e: FAILED: {}{logs}", failed.join(", "));
         ExitCode::FAILURE
     }
 }
@@ -132,6 +133,32 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
     let bin = PathBuf::from(std::env::var_os("DIND_E2E_CONTROLPLANE").context(
         "DIND_E2E_CONTROLPLANE is not set: run `make e2e`, which builds the control plane",
     )?);
+    let all = scenarios![
+        auto_mode_picks_native,
+        job_pods_injected,
+        replicaset_pods_injected,
+        bare_pods_classic_and_native,
+        unselected_pods_untouched,
+        invalid_annotation_rejected,
+        dry_run_stores_nothing,
+        reinvocation_keeps_one_dind,
+        webhook_down_fails_closed,
+        certificate_rotation_loses_nothing,
+        pod_security_baseline_refuses_dind,
+        own_deployment_passes_restricted,
+        auto_mode_follows_old_nodes,
+    ];
+    let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
+    let selected: Vec<(&str, Scenario)> = all
+        .into_iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    if selected.is_empty() && !bench {
+        bail!(
+            "no scenario matches {filters:?}; the scenarios: {}",
+            names.join(", ")
+        );
+    }
     for component in ["kube-apiserver", "kube-controller-manager", "etcd"] {
         println!(
             "e2e: {component}: {}",
@@ -152,25 +179,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
     }
 
     let mut failed = Vec::new();
-    let all = scenarios![
-        auto_mode_picks_native,
-        job_pods_injected,
-        replicaset_pods_injected,
-        bare_pods_classic_and_native,
-        unselected_pods_untouched,
-        invalid_annotation_rejected,
-        dry_run_stores_nothing,
-        reinvocation_keeps_one_dind,
-        webhook_down_fails_closed,
-        certificate_rotation_loses_nothing,
-        pod_security_baseline_refuses_dind,
-        own_deployment_passes_restricted,
-        auto_mode_follows_old_nodes,
-    ];
-    for (name, scenario) in all {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
+    for (name, scenario) in selected {
         let start = Instant::now();
         let result = match tokio::time::timeout(Duration::from_secs(240), scenario(&mut env)).await
         {
