@@ -111,6 +111,34 @@ async fn every_decision_over_http2_and_http1() {
         log.contains(r#""uid":"uid-job-pod-H2""#) && log.contains(r#""owner":"Job/ci-runner""#),
         "{log}"
     );
+    // The shipped dashboard queries only series this server exports.
+    let dashboard =
+        std::fs::read_to_string(common::root().join("manifests/grafana/dind-injector.json"))
+            .expect("dashboard");
+    let queried: std::collections::BTreeSet<&str> = dashboard
+        .match_indices("dind_injector_")
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    assert!(
+        queried.len() >= 8,
+        "too few metrics found in the dashboard: {queried:?}"
+    );
+    for name in queried {
+        let exported = metrics.lines().any(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        });
+        assert!(
+            exported,
+            "the dashboard queries {name}, which the server does not export:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,8 +33,7 @@ SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease"}
 # Kinds whose CRDs are not in the Kubernetes schema: their key fields are
 # asserted by the tests below instead.
 CRD_KINDS = {"Certificate", "Issuer", "ClusterIssuer", "ServiceMonitor"}
-# Every metric the server exports (src/server/metrics.rs) or will export
-# (dind_injector_sidecar_mode, from sidecarMode auto detection).
+# Every metric the server exports (src/server/metrics.rs).
 KNOWN_METRICS = {
     "dind_injector_reviews_total",
     "dind_injector_review_duration_seconds_bucket",
@@ -42,6 +41,7 @@ KNOWN_METRICS = {
     "dind_injector_review_duration_seconds_count",
     "dind_injector_certificate_expiry_timestamp_seconds",
     "dind_injector_open_connections",
+    "dind_injector_connections_total",
     "dind_injector_ready",
     "dind_injector_build_info",
     "dind_injector_sidecar_mode",
