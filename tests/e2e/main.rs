@@ -411,13 +411,31 @@ fn mode_annotation(mode: &str) -> Value {
     json!({ dind_injector::contract::annotation::SIDECAR_MODE: mode })
 }
 
-/// The message the user sees when the apiserver refuses a create.
-fn refusal(result: Result<Pod, kube::Error>) -> Result<String> {
-    match result {
-        Ok(pod) => bail!("created {:?}, want a refusal", pod.metadata.name),
-        Err(kube::Error::Api(status)) => Ok(status.message),
-        Err(other) => bail!("want an API refusal, got {other}"),
-    }
+/// Creates `pod` expecting the apiserver to refuse it with a message that
+/// says every one of `says`; prints the message as the user sees it, and
+/// checks nothing was stored.
+async fn refused(api: &Api<Pod>, pod: &Pod, says: &[&str]) -> Result<()> {
+    let name = pod.metadata.name.as_deref().context("pod name")?;
+    let message = match api.create(&PostParams::default(), pod).await {
+        Ok(_) => bail!("pod {name} was created, want a refusal"),
+        Err(kube::Error::Api(status)) => status.message,
+        Err(other) => bail!("want the apiserver to refuse pod {name}, got {other}"),
+    };
+    println!("e2e:   the user sees: {message}");
+    let missing: Vec<&str> = says
+        .iter()
+        .copied()
+        .filter(|s| !message.contains(s))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the refusal does not say {missing:?}: {message}"
+    );
+    ensure!(
+        api.get_opt(name).await?.is_none(),
+        "the refused pod {name} was stored"
+    );
+    Ok(())
 }
 
 async fn sidecar_mode_is(env: &Env, mode: &str) -> Result<()> {
@@ -608,18 +626,8 @@ async fn invalid_annotation_rejected(env: &mut Env) -> Result<()> {
         "bad-annotation",
         runner_template(runner_labels(), json!({ key: "soon" })),
     )?;
-    let message = refusal(pods.create(&PostParams::default(), &bad).await)?;
-    println!("e2e:   the user sees: {message}");
-    ensure!(
-        message.contains("inject.dind-injector.io")
-            && message.contains(key)
-            && message.contains("soon"),
-        "the refusal does not name the webhook, the annotation and its value: {message}"
-    );
-    ensure!(
-        pods.get_opt("bad-annotation").await?.is_none(),
-        "the refused pod was stored"
-    );
+    // The webhook, the annotation and the bad value.
+    refused(&pods, &bad, &["inject.dind-injector.io", key, "\"soon\""]).await?;
     Ok(())
 }
 
@@ -787,18 +795,13 @@ async fn reinvocation_keeps_one_dind(env: &mut Env) -> Result<()> {
 async fn webhook_down_fails_closed(env: &mut Env) -> Result<()> {
     let pods = runners(env);
     env.injector.stop()?;
-    let message = refusal(
-        pods.create(
-            &PostParams::default(),
-            &pod("while-down", runner_template(runner_labels(), json!({})))?,
-        )
-        .await,
-    )?;
-    println!("e2e:   the user sees: {message}");
-    ensure!(
-        message.contains("failed calling webhook \"inject.dind-injector.io\""),
-        "the refusal does not say which webhook failed: {message}"
-    );
+    let runner = pod("while-down", runner_template(runner_labels(), json!({})))?;
+    refused(
+        &pods,
+        &runner,
+        &["failed calling webhook \"inject.dind-injector.io\""],
+    )
+    .await?;
     create(
         &pods,
         "plain-while-down",
@@ -903,14 +906,12 @@ async fn pod_security_baseline_refuses_dind(env: &mut Env) -> Result<()> {
     .await?;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let runner = pod("runner", runner_template(runner_labels(), json!({})))?;
-    let message = refusal(pods.create(&PostParams::default(), &runner).await)?;
-    println!("e2e:   the user sees: {message}");
-    ensure!(
-        message.contains("PodSecurity")
-            && message.contains("privileged")
-            && message.contains("\"dind\""),
-        "the refusal does not name Pod Security, privileged and the dind container: {message}"
-    );
+    refused(
+        &pods,
+        &runner,
+        &["PodSecurity", "privileged", "container \"dind\""],
+    )
+    .await?;
     // The same namespace takes pods the webhook leaves alone.
     create(
         &pods,
