@@ -34,8 +34,9 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::Client;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -260,41 +261,8 @@ async fn setup(dir: &Path, bin: &Path) -> Result<Env> {
 /// The webhook's ServiceAccount with the project's own RBAC, and a token for
 /// it: auto mode reads the cluster with exactly the rights it ships with.
 async fn install_identity(client: &Client) -> Result<String> {
-    let ssa = PatchParams::apply(FIELD_MANAGER).force();
     for file in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
-        let path = root().join("manifests/base").join(file);
-        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-        for doc in serde_norway::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).with_context(|| path.display().to_string())?;
-            let name = v["metadata"]["name"]
-                .as_str()
-                .context("metadata.name")?
-                .to_string();
-            match v["kind"].as_str() {
-                Some("Namespace") => {
-                    Api::<Namespace>::all(client.clone())
-                        .patch(&name, &ssa, &Patch::Apply(&v))
-                        .await?;
-                }
-                Some("ServiceAccount") => {
-                    let ns = v["metadata"]["namespace"].as_str().context("namespace")?;
-                    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-                        .patch(&name, &ssa, &Patch::Apply(&v))
-                        .await?;
-                }
-                Some("ClusterRole") => {
-                    Api::<ClusterRole>::all(client.clone())
-                        .patch(&name, &ssa, &Patch::Apply(&v))
-                        .await?;
-                }
-                Some("ClusterRoleBinding") => {
-                    Api::<ClusterRoleBinding>::all(client.clone())
-                        .patch(&name, &ssa, &Patch::Apply(&v))
-                        .await?;
-                }
-                other => bail!("{}: unexpected kind {other:?}", path.display()),
-            }
-        }
+        apply_file(client, &root().join("manifests/base").join(file)).await?;
     }
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
@@ -312,6 +280,30 @@ async fn install_identity(client: &Client) -> Result<String> {
         .status
         .and_then(|s| s.token)
         .context("TokenRequest answered without a token")
+}
+
+/// Server-side applies every object of a manifest file, as `kubectl apply
+/// --server-side -f` would.
+async fn apply_file(client: &Client, path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let object = DynamicObject::deserialize(doc).with_context(|| path.display().to_string())?;
+        let types = object.types.as_ref().context("apiVersion and kind")?;
+        let resource = ApiResource::from_gvk(&GroupVersionKind::try_from(types)?);
+        let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let name = object.metadata.name.as_deref().context("metadata.name")?;
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .with_context(|| format!("applying {} {name} from {}", types.kind, path.display()))?;
+    }
+    Ok(())
 }
 
 /// A namespace, once the controller-manager gave it the `default`
@@ -945,13 +937,7 @@ async fn own_deployment_passes_restricted(env: &mut Env) -> Result<()> {
         enforce.as_deref() == Some("restricted"),
         "namespace {ns} enforces {enforce:?}, want restricted"
     );
-    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client.clone(), ns)
-        .patch(
-            "dind-injector",
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&deployment),
-        )
-        .await?;
+    apply_file(&env.client, &path).await?;
     let selector = "app.kubernetes.io/name=dind-injector,app.kubernetes.io/component=webhook";
     let pods = wait_for_pods(env, ns, selector, replicas).await?;
     for p in &pods {
