@@ -89,10 +89,12 @@ test: deps unit static-check schema deploy-test
 ## modules (tests/e2e/controlplane; the first build takes about a quarter of
 ## an hour and is cached under $(CACHE_DIR)/e2e), the real webhook and the
 ## project's own manifests. One scenario: make e2e E2E_ARGS=job
+## Helm and kustomize render what the shipped-manifests scenario applies.
 E2E_ARGS ?=
-e2e:
+e2e: tools
 	controlplane=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-controlplane.sh); \
-	DIND_E2E_CONTROLPLANE="$$controlplane" cargo test --locked --features e2e --test e2e -- $(E2E_ARGS)
+	DIND_E2E_CONTROLPLANE="$$controlplane" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
+		cargo test --locked --features e2e --test e2e -- $(E2E_ARGS)
 
 ## make bench-e2e: what the webhook (the release build) adds to a pod
 ## creation through the real apiserver (docs/performance.md).

@@ -24,7 +24,7 @@ mod procs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -34,9 +34,8 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, ServiceAccount};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::Scope;
 use kube::Client;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -147,6 +146,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         certificate_rotation_loses_nothing,
         pod_security_baseline_refuses_dind,
         own_deployment_passes_restricted,
+        shipped_manifests_accepted,
         auto_mode_follows_old_nodes,
     ];
     let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
@@ -286,24 +286,49 @@ async fn install_identity(client: &Client) -> Result<String> {
 /// --server-side -f` would.
 async fn apply_file(client: &Client, path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let object = DynamicObject::deserialize(doc).with_context(|| path.display().to_string())?;
+    apply_text(client, &text, &path.display().to_string(), None, false).await?;
+    Ok(())
+}
+
+/// Server-side applies every object of a multi-document YAML text (a dry
+/// run: the apiserver validates, defaults and admits, and stores nothing);
+/// objects without a namespace go to `namespace` when their kind is
+/// namespaced. How many objects were applied.
+async fn apply_text(
+    client: &Client,
+    text: &str,
+    source: &str,
+    namespace: Option<&str>,
+    dry_run: bool,
+) -> Result<usize> {
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run;
+    let mut applied = 0;
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let object =
+            Option::<DynamicObject>::deserialize(doc).with_context(|| source.to_string())?;
+        let Some(object) = object else { continue };
         let types = object.types.as_ref().context("apiVersion and kind")?;
-        let resource = ApiResource::from_gvk(&GroupVersionKind::try_from(types)?);
-        let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
+        let (resource, capabilities) =
+            kube::discovery::pinned_kind(client, &GroupVersionKind::try_from(types)?).await?;
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+            Scope::Namespaced => {
+                let ns = object.metadata.namespace.as_deref().or(namespace);
+                Api::namespaced_with(
+                    client.clone(),
+                    ns.context("a namespaced object without namespace")?,
+                    &resource,
+                )
+            }
         };
         let name = object.metadata.name.as_deref().context("metadata.name")?;
-        api.patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .with_context(|| format!("applying {} {name} from {}", types.kind, path.display()))?;
+        api.patch(name, &params, &Patch::Apply(&object))
+            .await
+            .with_context(|| format!("applying {} {name} from {source}", types.kind))?;
+        applied += 1;
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// A namespace, once the controller-manager gave it the `default`
@@ -948,6 +973,59 @@ async fn own_deployment_passes_restricted(env: &mut Env) -> Result<()> {
                 .is_none_or(|a| !a.contains_key(dind_injector::contract::annotation::STATUS)),
             "the webhook's own pod was injected"
         );
+    }
+    Ok(())
+}
+
+/// The path of a tool `make e2e` passes in the environment.
+fn tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os(name)
+        .with_context(|| format!("{name} is not set: run `make e2e`, which builds it"))?;
+    Ok(PathBuf::from(path))
+}
+
+/// Everything we ship, as rendered for users, through the real apiserver's
+/// validation, defaulting and admission (CEL in matchConditions included),
+/// which is stricter than any schema: a server-side dry run of every object.
+async fn shipped_manifests_accepted(env: &mut Env) -> Result<()> {
+    let (helm, kustomize) = (tool("HELM")?, tool("KUSTOMIZE")?);
+    let release_ns = "e2e-helm";
+    namespace(&env.client, release_ns, json!({})).await?;
+    let chart = root().join("manifests/helm/dind-injector");
+    let mut kustomize_base = Command::new(&kustomize);
+    kustomize_base
+        .arg("build")
+        .arg(root().join("manifests/base"));
+    let mut helm_defaults = Command::new(&helm);
+    helm_defaults
+        .args(["template", "ci"])
+        .arg(&chart)
+        .args(["--namespace", release_ns]);
+    let mut helm_native = Command::new(&helm);
+    helm_native.args(["template", "ci"]).arg(&chart).args([
+        "--namespace",
+        release_ns,
+        "--set",
+        "config.sidecarMode=native",
+    ]);
+    let renders = [
+        ("kustomize build manifests/base", kustomize_base),
+        ("helm template (defaults)", helm_defaults),
+        ("helm template --set config.sidecarMode=native", helm_native),
+    ];
+    for (what, mut command) in renders {
+        let out = command
+            .output()
+            .with_context(|| format!("running {what}"))?;
+        ensure!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout)?;
+        let applied = apply_text(&env.client, &text, what, Some(release_ns), true).await?;
+        ensure!(applied >= 8, "{what}: only {applied} objects");
+        println!("e2e:   {what}: {applied} objects accepted (server-side dry run)");
     }
     Ok(())
 }
