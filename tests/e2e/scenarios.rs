@@ -106,12 +106,7 @@ pub(crate) async fn auto_mode_picks_native(env: &mut Env) -> Result<()> {
 /// The pods a controller created in `ns`; when they do not come, the
 /// namespace's events say why (a controller's FailedCreate carries the
 /// apiserver's refusal).
-async fn wait_for_pods(
-    env: &Env,
-    ns: &str,
-    selector: &str,
-    count: usize,
-) -> Result<Vec<Pod>> {
+async fn wait_for_pods(env: &Env, ns: &str, selector: &str, count: usize) -> Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let params = ListParams::default().labels(selector);
     let found = eventually(
@@ -160,11 +155,7 @@ fn owned_by(pod: &Pod, kind: &str, name: &str) -> Result<()> {
 
 /// Creates `workload` (two runner pods) and checks the pods its controller
 /// creates through the webhook: the injection as stored, and the owner.
-async fn workload_pods_injected<K>(
-    env: &Env,
-    workload: Value,
-    selector: &str,
-) -> Result<()>
+async fn workload_pods_injected<K>(env: &Env, workload: Value, selector: &str) -> Result<()>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
