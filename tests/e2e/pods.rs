@@ -3,17 +3,12 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use dind_injector::contract::{annotation, container, path, volume, DOCKER_HOST, STATUS_INJECTED};
+pub use dind_injector::inject::Mode;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 pub const RUNNER_IMAGE: &str = "ghcr.io/actions/actions-runner:2.329.0";
 pub const RUNNER_ENTRYPOINT: &str = "/home/runner/run.sh";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Classic,
-    Native,
-}
 
 /// The pod template of a runner: the label, the runner image, no command
 /// (the webhook knows this image's entrypoint).

@@ -20,7 +20,7 @@ use crate::pods::{
     check_injected, check_untouched, count_named, pod, runner_labels, runner_template, Mode,
 };
 use crate::procs::eventually;
-use crate::setup::{apply_file, apply_text, namespace, register_webhook, wait_for_calls};
+use crate::setup::{apply_text, namespace, register_webhook, wait_for_calls};
 use crate::{root, Env, FIELD_MANAGER, OPTED_OUT, RUNNERS, WAIT};
 
 pub(crate) fn runners(env: &Env) -> Api<Pod> {
@@ -40,8 +40,8 @@ async fn stored(api: &Api<Pod>, name: &str) -> Result<Pod> {
         .with_context(|| format!("reading pod {name}"))
 }
 
-fn mode_annotation(mode: &str) -> Value {
-    json!({ dind_injector::contract::annotation::SIDECAR_MODE: mode })
+fn mode_annotation(mode: Mode) -> Value {
+    json!({ dind_injector::contract::annotation::SIDECAR_MODE: mode.as_str() })
 }
 
 /// Creates `pod` expecting the apiserver to refuse it with a message that
@@ -71,7 +71,8 @@ async fn refused(api: &Api<Pod>, pod: &Pod, says: &[&str]) -> Result<()> {
     Ok(())
 }
 
-async fn sidecar_mode_is(env: &Env, mode: &str) -> Result<()> {
+async fn sidecar_mode_is(env: &Env, mode: Mode) -> Result<()> {
+    let mode = mode.as_str();
     let label = format!("mode=\"{mode}\"");
     eventually(&format!("sidecar mode {mode}"), WAIT, || {
         let label = label.clone();
@@ -88,7 +89,7 @@ async fn sidecar_mode_is(env: &Env, mode: &str) -> Result<()> {
 /// `sidecarMode: auto` (the shipped config) against a 1.37 apiserver with no
 /// nodes: native sidecars.
 pub(crate) async fn auto_mode_picks_native(env: &mut Env) -> Result<()> {
-    sidecar_mode_is(env, "native").await?;
+    sidecar_mode_is(env, Mode::Native).await?;
     let log = env.injector.log();
     ensure!(
         log.contains("\"mode\":\"native\"") && log.contains("1.37"),
@@ -215,12 +216,12 @@ pub(crate) async fn bare_pods_classic_and_native(env: &mut Env) -> Result<()> {
         ("bare-classic", Mode::Classic),
         ("bare-native", Mode::Native),
     ] {
-        let annotation = mode_annotation(if mode == Mode::Classic {
-            "classic"
-        } else {
-            "native"
-        });
-        create(&pods, name, runner_template(runner_labels(), annotation)).await?;
+        create(
+            &pods,
+            name,
+            runner_template(runner_labels(), mode_annotation(mode)),
+        )
+        .await?;
         check_injected(&stored(&pods, name).await?, mode)?;
     }
     Ok(())
@@ -578,7 +579,7 @@ pub(crate) async fn own_deployment_passes_restricted(env: &mut Env) -> Result<()
         enforce.as_deref() == Some("restricted"),
         "namespace {ns} enforces {enforce:?}, want restricted"
     );
-    apply_file(&env.client, &path).await?;
+    apply_text(&env.client, &text, &path.display().to_string(), None, false).await?;
     let selector = "app.kubernetes.io/name=dind-injector,app.kubernetes.io/component=webhook";
     let pods = wait_for_pods(env, ns, selector, replicas).await?;
     for p in &pods {
@@ -666,7 +667,7 @@ pub(crate) async fn auto_mode_follows_old_nodes(env: &mut Env) -> Result<()> {
             &Patch::Merge(json!({"status": {"nodeInfo": info}})),
         )
         .await?;
-    sidecar_mode_is(env, "classic").await?;
+    sidecar_mode_is(env, Mode::Classic).await?;
     let pods = runners(env);
     create(
         &pods,
@@ -676,7 +677,7 @@ pub(crate) async fn auto_mode_follows_old_nodes(env: &mut Env) -> Result<()> {
     .await?;
     check_injected(&stored(&pods, "old-node-present").await?, Mode::Classic)?;
     nodes.delete("e2e-old-kubelet", &Default::default()).await?;
-    sidecar_mode_is(env, "native").await?;
+    sidecar_mode_is(env, Mode::Native).await?;
     create(
         &pods,
         "old-node-gone",

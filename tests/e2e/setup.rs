@@ -107,7 +107,7 @@ async fn install_identity(client: &Client) -> Result<String> {
 
 /// Server-side applies every object of a manifest file, as `kubectl apply
 /// --server-side -f` would.
-pub(crate) async fn apply_file(client: &Client, path: &Path) -> Result<()> {
+async fn apply_file(client: &Client, path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
     apply_text(client, &text, &path.display().to_string(), None, false).await?;
     Ok(())
