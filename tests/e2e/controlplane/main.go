@@ -1,12 +1,14 @@
-// Command controlplane is kube-apiserver, kube-controller-manager and etcd in
-// one executable, chosen by the first argument, the way hyperkube once was.
+// Command controlplane is kube-apiserver, kube-controller-manager,
+// kube-scheduler, kubelet and etcd in one executable, chosen by the first
+// argument, the way hyperkube once was.
 //
-// One binary instead of three because the three share most of their code: on
+// One binary instead of five because they share most of their code: on
 // a two-core machine the cold build and its cache are dominated by compiling
 // and linking the Kubernetes tree once, not three times.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -17,11 +19,13 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: controlplane etcd|kube-apiserver|kube-controller-manager [flags]")
+		fmt.Fprintln(os.Stderr, "usage: controlplane etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet [flags]")
 		os.Exit(2)
 	}
 	name, rest := os.Args[1], os.Args[2:]
@@ -34,8 +38,12 @@ func main() {
 		os.Exit(cli.Run(apiserver.NewAPIServerCommand()))
 	case "kube-controller-manager":
 		os.Exit(cli.Run(controllermanager.NewControllerManagerCommand()))
+	case "kube-scheduler":
+		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+	case "kubelet":
+		os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
 	default:
-		fmt.Fprintf(os.Stderr, "controlplane: unknown command %q (want etcd, kube-apiserver or kube-controller-manager)\n", name)
+		fmt.Fprintf(os.Stderr, "controlplane: unknown command %q (want etcd, kube-apiserver, kube-controller-manager, kube-scheduler or kubelet)\n", name)
 		os.Exit(2)
 	}
 }
