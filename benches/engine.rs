@@ -5,8 +5,8 @@
 //! machine.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use dind_injector::config::Config;
-use dind_injector::inject::{Decision, Engine, Mode};
+use dind_injector::engine::config::Config;
+use dind_injector::engine::{Decision, Engine, Mode};
 use serde_json::Value;
 use std::hint::black_box;
 
@@ -62,8 +62,9 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("review to answer bytes", |b| {
         b.iter(|| {
-            let answer = dind_injector::admission::review(&engine, black_box(&review_bytes))
-                .expect("review");
+            let answer =
+                dind_injector::webhook::admission::review(&engine, black_box(&review_bytes))
+                    .expect("review");
             black_box(serde_json::to_vec(&answer.review).expect("json"))
         })
     });

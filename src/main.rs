@@ -2,6 +2,7 @@
 //! module of the library and can be read alone.
 
 use clap::{Parser, Subcommand};
+use dind_injector::{engine, inpod, webhook};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,31 +17,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    // === the webhook side ===
     /// Serve the HTTPS AdmissionReview endpoint (POST /mutate).
-    Serve(Box<dind_injector::cmd::serve::Args>),
-    /// Print manifests with runner pods injected (offline, no cluster needed).
-    Inject(dind_injector::cmd::inject::Args),
+    Serve(Box<webhook::serve::Args>),
     /// Write a dev CA and a serving certificate (for make run and tests).
-    Certs(dind_injector::cmd::certs::Args),
+    Certs(webhook::certs::Args),
+    // === the engine, offline ===
+    /// Print manifests with runner pods injected (offline, no cluster needed).
+    Inject(engine::inject::Args),
+    // === the pod side ===
     /// Init container: copy this binary to the bin volume, write per-pod Docker TLS material.
-    Init(dind_injector::cmd::init::Args),
+    Init(inpod::init::Args),
     /// Runner entrypoint wrapper: reap, rewrite signals, drain jobs, report to the run dir.
-    Supervise(dind_injector::cmd::supervise::Args),
+    Supervise(inpod::supervise::Args),
     /// dind entrypoint wrapper: run dockerd, report readiness, stop it after the runner.
-    Sidecar(dind_injector::cmd::sidecar::Args),
+    Sidecar(inpod::sidecar::Args),
 }
 
 fn main() -> std::process::ExitCode {
     // One crypto provider for the whole process (ring; see docs/design.md).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => dind_injector::cmd::serve::run(*args).map(|()| 0),
-        Command::Inject(args) => dind_injector::cmd::inject::run(args).map(|()| 0),
-        Command::Certs(args) => dind_injector::cmd::certs::run(args).map(|()| 0),
-        Command::Init(args) => dind_injector::cmd::init::run(args),
-        Command::Supervise(args) => dind_injector::cmd::supervise::run(args),
-        Command::Sidecar(args) => dind_injector::cmd::sidecar::run(args),
+    dind_injector::crypto::install_default_provider();
+    let result = match Cli::parse().command {
+        Command::Serve(args) => webhook::serve::run(*args).map(|()| 0),
+        Command::Certs(args) => webhook::certs::run(args).map(|()| 0),
+        Command::Inject(args) => engine::inject::run(args).map(|()| 0),
+        Command::Init(args) => inpod::init::run(args),
+        Command::Supervise(args) => inpod::supervise::args::run(args),
+        Command::Sidecar(args) => inpod::sidecar::args::run(args),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use dind_injector::inject::{Decision, SkipReason};
+use dind_injector::engine::{Decision, SkipReason};
 use serde_json::Value;
 
 fn fixtures() -> Vec<(String, Value)> {

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use dind_injector::inject::{Decision, Injection, SkipReason};
+use dind_injector::engine::{Decision, Injection, SkipReason};
 use json_patch::{Patch, PatchOperation};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -400,7 +400,7 @@ fn generated_pods_are_mostly_injected() {
         let pod = pod().new_tree(&mut runner).expect("tree").current();
         if let Ok(Decision::Inject(i)) = engine.review(&pod) {
             injected += 1;
-            native += usize::from(i.mode == dind_injector::inject::Mode::Native);
+            native += usize::from(i.mode == dind_injector::engine::Mode::Native);
             replaced_command += usize::from(
                 i.patch.0.iter().any(|op| matches!(op, PatchOperation::Replace(r) if r.path.to_string().ends_with("/command"))),
             );
@@ -426,13 +426,13 @@ proptest! {
     #[test]
     fn arbitrary_reviews_are_answered_or_refused(object in any_json(), bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let engine = common::engine();
-        let _ = dind_injector::admission::review(&engine, &bytes);
+        let _ = dind_injector::webhook::admission::review(&engine, &bytes);
         let review = json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "object": object},
         });
         let body = serde_json::to_vec(&review).expect("json");
-        let answer = dind_injector::admission::review(&engine, &body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let answer = dind_injector::webhook::admission::review(&engine, &body).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&answer.review["response"]["uid"], "u");
     }
 }

@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
 use super::plan::{Plan, Shape, SharedDir};
-use crate::config::Config;
 use crate::contract::{container, path, DOCKER_HOST};
+use crate::engine::config::Config;
 
 /// The unprivileged user the init container runs as. emptyDirs are
 /// world-writable, so it needs no privilege to fill them, and root in the

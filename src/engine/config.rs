@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::contract;
-use crate::quantity;
+use crate::engine::quantity;
 
 /// Slack the pod needs after the drain ends: the runner stops on SIGINT, then
 /// the sidecar stops dockerd (SIGTERM, bounded wait, SIGKILL).
@@ -359,7 +359,7 @@ impl Config {
             if known.image.is_empty()
                 || repo.contains('*')
                 || repo.contains('@')
-                || crate::image::repository(repo) != repo
+                || crate::engine::image::repository(repo) != repo
             {
                 return Err(invalid(
                     format!("{field}.image"),
@@ -378,7 +378,7 @@ impl Config {
     pub fn entrypoint_for(&self, image: &str) -> Option<&[String]> {
         self.known_images
             .iter()
-            .find(|k| crate::image::matches(&k.image, image))
+            .find(|k| crate::engine::image::matches(&k.image, image))
             .map(|k| k.entrypoint.as_slice())
     }
 }
@@ -480,7 +480,7 @@ mod tests {
     fn defaults_pin_images() {
         let config = Config::default();
         for image in [&config.dind.image, &config.injector.image] {
-            let tag = crate::image::tag(image).unwrap_or("");
+            let tag = crate::engine::image::tag(image).unwrap_or("");
             assert!(
                 !tag.is_empty() && !tag.contains("latest"),
                 "{image} is not pinned"

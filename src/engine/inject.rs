@@ -12,9 +12,9 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Config, SidecarMode};
-use crate::inject::{Decision, Engine, Mode};
-use crate::workload;
+use crate::engine::config::{Config, SidecarMode};
+use crate::engine::workload;
+use crate::engine::{Decision, Engine, Mode};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -7,17 +7,22 @@
 //! untouched, and the webhook never copies the pod.
 
 mod build;
+pub mod config;
+pub mod image;
+pub mod inject;
 pub mod overrides;
 pub mod patch;
 mod plan;
 pub mod pod;
+pub mod quantity;
 pub mod skip;
+pub mod workload;
 
 use json_patch::Patch;
 use serde_json::{json, Map, Value};
 
-use crate::config::{Config, ConfigError};
 use crate::contract::{self, annotation};
+use crate::engine::config::{Config, ConfigError};
 pub use overrides::AnnotationError;
 pub use patch::EngineBug;
 use plan::{Plan, SharedDir};

@@ -7,9 +7,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{check_mount_path, SidecarMode, MAX_SECONDS};
 use crate::contract::{annotation, ANNOTATION_PREFIX};
-use crate::quantity;
+use crate::engine::config::{check_mount_path, SidecarMode, MAX_SECONDS};
+use crate::engine::quantity;
 
 /// A shared directory override: `None` = not set, `Some(None)` = disabled.
 pub type DirOverride = Option<Option<String>>;

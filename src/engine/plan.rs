@@ -13,8 +13,8 @@ use super::build::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
 use super::overrides::Overrides;
 use super::pod::{self, ContainerList};
 use super::Mode;
-use crate::config::{max_drain, Config, SidecarMode};
 use crate::contract::{annotation, volume};
+use crate::engine::config::{max_drain, Config, SidecarMode};
 
 /// Kubernetes' default when a pod does not set `terminationGracePeriodSeconds`.
 const KUBERNETES_DEFAULT_GRACE: i64 = 30;
@@ -235,7 +235,7 @@ pub fn plan(
         return Err(format!(
             "{who}: a drain of {drain_timeout}s ({what}) does not fit a grace period of \
              {grace}s; Docker and the runner need {}s to stop, so set {} to at most {max}",
-            crate::config::STOP_MARGIN_SECONDS,
+            crate::engine::config::STOP_MARGIN_SECONDS,
             annotation::DRAIN_TIMEOUT,
         ));
     }

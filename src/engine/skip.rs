@@ -78,9 +78,9 @@ pub fn own_daemon(pod: &Value) -> Option<&str> {
 
 fn runs_dockerd(container: &Value) -> bool {
     let image = container.get("image").and_then(Value::as_str).unwrap_or("");
-    let repo = crate::image::repository(image);
+    let repo = crate::engine::image::repository(image);
     let repo_name = repo.rsplit('/').next().unwrap_or(repo);
-    let tag = crate::image::tag(image).unwrap_or("");
+    let tag = crate::engine::image::tag(image).unwrap_or("");
     let dind_image = repo_name.contains("dind") || (repo_name == "docker" && tag.contains("dind"));
     let program = pod::strings(container, "command")
         .or_else(|| pod::strings(container, "args"))

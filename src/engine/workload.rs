@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::inject::{Decision, Engine, EngineBug};
+use crate::engine::{Decision, Engine, EngineBug};
 
 /// Where the pod template of a workload kind lives; `None` for kinds that
 /// have no pod (ConfigMaps, Services, …), which pass through untouched.
@@ -76,8 +76,8 @@ pub fn inject_document(engine: &Engine, doc: &mut Value) -> Result<Option<Decisi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::inject::Mode;
+    use crate::engine::config::Config;
+    use crate::engine::Mode;
 
     fn engine() -> Engine {
         Engine::new(Config::default(), Mode::Classic).unwrap()

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::procfs;
+use super::procfs;
 
 pub const RUNNER_PID: &str = "runner.pid";
 pub const RUNNER_EXIT: &str = "runner.exit";

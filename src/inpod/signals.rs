@@ -5,7 +5,7 @@
 //! socket with a timeout and then reads the flags. No signal is lost (the
 //! flag is set before the byte is written) and nothing runs in handler
 //! context. Handlers, unlike ignored dispositions, are reset by `execve`, so
-//! children never inherit them (see [`crate::spawn`] for the rest).
+//! children never inherit them (see [`crate::inpod::spawn`] for the rest).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;

@@ -44,7 +44,7 @@ pub fn spawn(argv: &[String], own_group: bool) -> Result<Pid, SpawnError> {
     if own_group {
         cmd.process_group(0);
     }
-    crate::sigreset::reset_signals_on_exec(&mut cmd);
+    super::sigreset::reset_signals_on_exec(&mut cmd);
     let child = cmd.spawn().map_err(|source| {
         let program = program.clone();
         match source.kind() {

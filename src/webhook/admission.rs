@@ -8,7 +8,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::inject::{Decision, Engine, SkipReason};
+use crate::engine::{Decision, Engine, SkipReason};
 
 pub const API_V1: &str = "admission.k8s.io/v1";
 pub const API_V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -303,8 +303,8 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::inject::Mode;
+    use crate::engine::config::Config;
+    use crate::engine::Mode;
 
     fn engine() -> Engine {
         Engine::new(Config::default(), Mode::Classic).unwrap()

@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let sans = crate::pki::write_dev_certs(&args.out, &args.sans, args.days)?;
+    let sans = crate::webhook::pki::write_dev_certs(&args.out, &args.sans, args.days)?;
     eprintln!(
         "wrote {dir}/ca.crt (dev CA) and {dir}/tls.crt, {dir}/tls.key for {}",
         sans.join(", "),

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::rundir::write_atomic;
+use crate::inpod::rundir::write_atomic;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -34,7 +34,7 @@ pub enum PkiError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Write(#[from] crate::rundir::Error),
+    Write(#[from] crate::inpod::rundir::Error),
     #[error("{path} is not a usable PEM private key: {source}")]
     BadKey {
         path: PathBuf,

@@ -8,8 +8,8 @@ pub mod server;
 
 use std::path::{Path, PathBuf};
 
-use dind_injector::config::Config;
-use dind_injector::inject::{Decision, Engine, Mode};
+use dind_injector::engine::config::Config;
+use dind_injector::engine::{Decision, Engine, Mode};
 use serde_json::{json, Value};
 
 pub fn root() -> PathBuf {

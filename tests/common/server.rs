@@ -190,7 +190,7 @@ pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
         roots.add(cert.expect("ca cert")).expect("add ca");
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = dind_injector::crypto::provider();
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")

@@ -33,7 +33,7 @@ SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease"}
 # Kinds whose CRDs are not in the Kubernetes schema: their key fields are
 # asserted by the tests below instead.
 CRD_KINDS = {"Certificate", "Issuer", "ClusterIssuer", "ServiceMonitor"}
-# Every metric the server exports (src/server/metrics.rs).
+# Every metric the server exports (src/webhook/serve/metrics.rs).
 KNOWN_METRICS = {
     "dind_injector_reviews_total",
     "dind_injector_review_duration_seconds_bucket",

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use dind_injector::contract::{annotation, container, path, volume, DOCKER_HOST, STATUS_INJECTED};
-pub use dind_injector::inject::Mode;
+pub use dind_injector::engine::Mode;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 

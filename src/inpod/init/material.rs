@@ -16,11 +16,10 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::client::danger::ServerCertVerifier;
-use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use crate::rundir::write_atomic;
+use crate::inpod::rundir::write_atomic;
 
 /// DNS names and addresses the daemon's certificate is valid for: the
 /// runner reaches it as `localhost`, a job container as `docker`.
@@ -54,7 +53,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Write(#[from] crate::rundir::Error),
+    Write(#[from] crate::inpod::rundir::Error),
 }
 
 /// What [`ensure_tls`] did.
@@ -191,10 +190,6 @@ fn name(cn: &str) -> DistinguishedName {
     dn
 }
 
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// All six files present, both CA files the same certificate, each key
 /// matching its certificate, the server certificate valid now for every
 /// name the runner or a job container uses, the client certificate valid
@@ -204,7 +199,7 @@ pub fn existing_material_is_valid(certs_dir: &Path) -> bool {
 }
 
 fn check_existing(certs_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let provider = provider();
+    let provider = crate::crypto::provider();
     let read_cert = |p: &str| CertificateDer::from_pem_file(certs_dir.join(p));
     let read_key = |p: &str| PrivateKeyDer::from_pem_file(certs_dir.join(p));
     let ca = read_cert("server/ca.pem")?;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::contract::path;
-use crate::init::{ensure_tls, install_binary, TlsOutcome};
+mod material;
+
+use material::{ensure_tls, install_binary, TlsOutcome};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

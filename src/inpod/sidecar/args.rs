@@ -1,13 +1,13 @@
 //! `dind-injector sidecar -- dockerd-entrypoint.sh …`: the dind container's
-//! entrypoint wrapper (see [`crate::sidecar`]).
+//! entrypoint wrapper (see [`crate::inpod::sidecar`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::{mtu, Mtu};
 use crate::contract::{path, DOCKER_HOST};
-use crate::sidecar::{self, mtu, Mtu};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,7 +49,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = sidecar::Config {
+    let config = super::Config {
         run_dir: args.run_dir,
         certs_dir: args.certs_dir,
         docker_host: args.docker_host,
@@ -59,5 +59,5 @@ pub fn run(args: Args) -> Result<u8> {
         standalone: args.standalone,
         command: args.command,
     };
-    sidecar::run(&config).context("sidecar")
+    super::run(&config).context("sidecar")
 }

@@ -9,6 +9,7 @@
 //! or because no runner ever started. It reads the current state before it
 //! waits, so a runner that ended before the sidecar looked is not missed.
 
+pub mod args;
 pub mod mtu;
 pub mod ping;
 
@@ -21,10 +22,11 @@ use rustix::process::{
     kill_process, pidfd_open, wait, waitpid, Pid, PidfdFlags, Signal, WaitOptions,
 };
 
-use crate::rundir::{self, RunDir, RunnerRecord};
-use crate::signals::{self, SignalPipe};
-use crate::spawn;
+use crate::inpod::rundir::{self, RunDir, RunnerRecord};
+use crate::inpod::signals::{self, SignalPipe};
+use crate::inpod::spawn;
 
+pub use args::Args;
 pub use mtu::Mtu;
 
 #[derive(Debug, Clone)]

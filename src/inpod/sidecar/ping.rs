@@ -100,7 +100,7 @@ fn client_config(client_dir: &Path) -> Result<Arc<rustls::ClientConfig>, Error> 
         .collect::<Result<Vec<_>, _>>()
         .map_err(pem_err("cert.pem"))?;
     let key = PrivateKeyDer::from_pem_file(path("key.pem")).map_err(pem_err("key.pem"))?;
-    let config = rustls::ClientConfig::builder_with_provider(crate::init::provider())
+    let config = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;

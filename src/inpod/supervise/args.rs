@@ -1,13 +1,13 @@
 //! `dind-injector supervise -- CMD…`: the runner container's entrypoint
-//! wrapper (see [`crate::supervise`]).
+//! wrapper (see [`crate::inpod::supervise`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::{rewrite, Rewrite};
 use crate::contract::{path, DEFAULT_DRAIN_PROCESS};
-use crate::supervise::{self, rewrite, Rewrite};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,7 +43,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let config = supervise::Config {
+    let config = super::Config {
         run_dir: args.run_dir,
         rewrites: args.rewrites,
         drain_process: args.drain_process,
@@ -51,5 +51,5 @@ pub fn run(args: Args) -> Result<u8> {
         docker_wait: Duration::from_secs(args.docker_wait),
         command: args.command,
     };
-    supervise::run(&config).context("supervise")
+    super::run(&config).context("supervise")
 }

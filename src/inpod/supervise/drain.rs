@@ -2,7 +2,7 @@
 //! among the supervisor's descendants. The supervisor is a subreaper, so a
 //! worker whose parent died is still found (it is re-parented to us).
 
-use crate::procfs;
+use crate::inpod::procfs;
 
 /// The PID of a running drain process below `root`, if any.
 pub fn find_worker(root: i32, name: &str) -> Option<i32> {

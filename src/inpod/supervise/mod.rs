@@ -9,6 +9,7 @@
 //! directory, that the runner lives (`runner.pid`) and when it has ended
 //! (`runner.exit`).
 
+pub mod args;
 mod drain;
 mod reaper;
 pub mod rewrite;
@@ -18,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{getpid, kill_process, kill_process_group, Pid, Signal};
 
-use crate::rundir::{self, RunDir, RunnerRecord};
-use crate::signals::{self, SignalPipe};
-use crate::spawn;
+use crate::inpod::rundir::{self, RunDir, RunnerRecord};
+use crate::inpod::signals::{self, SignalPipe};
+use crate::inpod::spawn;
 
+pub use args::Args;
 pub use rewrite::Rewrite;
 
 /// Exit code when the supervisor itself failed (Docker never became ready,
@@ -248,8 +250,8 @@ fn stop_leftovers(child: Pid) {
     let mut termed = false;
     loop {
         reaper::reap_all(None);
-        let all = crate::procfs::processes();
-        let left: Vec<i32> = crate::procfs::descendants(me, &all)
+        let all = crate::inpod::procfs::processes();
+        let left: Vec<i32> = crate::inpod::procfs::descendants(me, &all)
             .into_iter()
             .filter(|p| p.state != 'Z')
             .map(|p| p.pid)

@@ -2,7 +2,7 @@
 //! supervisor receives one. Default `TERM:INT`, because the actions runner's
 //! listener shuts down cleanly on SIGINT and ignores nothing else usefully.
 
-use crate::signals;
+use crate::inpod::signals;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rewrite {

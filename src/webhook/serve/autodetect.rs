@@ -3,7 +3,7 @@
 //! At start and then periodically, the apiserver's version and every node's
 //! kubelet version are read with the webhook's own ServiceAccount (RBAC:
 //! `get` on `/version`, `list` on nodes — nothing else). The decision is
-//! [`crate::detect::decide`]'s; without API access, or on any error, the
+//! [`crate::webhook::detect::decide`]'s; without API access, or on any error, the
 //! answer is classic, which works on every version, and the log says why.
 
 use std::sync::Arc;
@@ -14,9 +14,9 @@ use kube::api::{Api, ListParams};
 use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
-use super::EngineHandle;
-use crate::detect::{self, Detected};
-use crate::inject::Mode;
+use super::server::EngineHandle;
+use crate::engine::Mode;
+use crate::webhook::detect::{self, Detected};
 
 /// Nodes per list call; large clusters are read in pages.
 const PAGE: u32 = 500;

@@ -1,4 +1,19 @@
-//! `dind-injector serve`: flags and environment, then the server.
+//! `dind-injector serve`: the HTTPS AdmissionReview endpoint.
+//!
+//! A thin shell around the engine: flags and environment ([`Args`]), then
+//! the server ([`server`]): TLS with reloadable certificates ([`tls`]), a
+//! bounded accept loop ([`listener`]), the routes ([`routes`]), Prometheus
+//! metrics on a separate plain-HTTP port ([`metrics`]) and `sidecarMode:
+//! auto` ([`autodetect`]).
+
+pub mod autodetect;
+pub mod listener;
+mod logging;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod tls;
+mod x509;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,9 +21,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::config::{Config, SidecarMode};
-use crate::inject::{Engine, Mode};
-use crate::server::{self, listener::Limits};
+use crate::engine::config::{Config, SidecarMode};
+use crate::engine::{Engine, Mode};
+use listener::Limits;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -90,7 +105,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    crate::logging::init(&args.log_format);
+    logging::init(&args.log_format);
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

@@ -12,8 +12,8 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::metrics::Metrics;
-use super::{EngineHandle, Readiness};
-use crate::admission::{self, Outcome};
+use super::server::{EngineHandle, Readiness};
+use crate::webhook::admission::{self, Outcome};
 
 pub struct AppState {
     pub engine: Arc<EngineHandle>,

@@ -1,14 +1,5 @@
-//! `dind-injector serve`: the HTTPS AdmissionReview endpoint.
-//!
-//! A thin shell around the engine: TLS with reloadable certificates
-//! ([`tls`]), a bounded accept loop ([`listener`]), the routes ([`routes`]),
-//! and Prometheus metrics on a separate plain-HTTP port ([`metrics`]).
-
-pub mod autodetect;
-pub mod listener;
-pub mod metrics;
-pub mod routes;
-pub mod tls;
+//! The server itself: binds the ports, wires certificates, routes, metrics
+//! and auto-detection together, and shuts down gracefully.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,8 +11,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::SidecarMode;
-use crate::inject::{Engine, Mode};
+use super::{autodetect, listener, metrics, routes, tls};
+use crate::engine::config::SidecarMode;
+use crate::engine::{Engine, Mode};
 
 /// The engine in use; replaced (not mutated) when `auto` changes meaning.
 pub struct EngineHandle(RwLock<Arc<Engine>>);
@@ -90,7 +82,7 @@ pub struct Options {
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::crypto::provider();
     let store = Arc::new(
         tls::CertStore::load(&options.tls_cert, &options.tls_key, provider.clone())
             .context("cannot load the serving certificate")?,

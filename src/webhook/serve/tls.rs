@@ -194,7 +194,7 @@ fn parse_pair(
             path: cert_path.to_path_buf(),
         });
     };
-    let not_after = crate::x509::not_after(leaf);
+    let not_after = super::x509::not_after(leaf);
     let bad_key = |message: String| CertError::BadKey {
         path: key_path.to_path_buf(),
         message,
@@ -236,9 +236,7 @@ pub fn server_config(
 mod tests {
     use super::*;
 
-    fn provider() -> Arc<CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
+    use crate::crypto::provider;
 
     fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!(
@@ -253,7 +251,7 @@ mod tests {
     #[test]
     fn reload_takes_only_matching_pairs() {
         let d = dir();
-        crate::pki::write_dev_certs(&d, &[], 30).unwrap();
+        crate::webhook::pki::write_dev_certs(&d, &[], 30).unwrap();
         let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));
         let store = CertStore::load(&cert, &key, provider()).unwrap();
         assert_eq!(store.reload().unwrap(), Reload::Unchanged);
@@ -262,7 +260,7 @@ mod tests {
 
         // A new key next to the old certificate: refused, old pair kept.
         let old_cert = std::fs::read(&cert).unwrap();
-        crate::pki::write_dev_certs(&d, &[], 60).unwrap();
+        crate::webhook::pki::write_dev_certs(&d, &[], 60).unwrap();
         std::fs::write(&cert, &old_cert).unwrap();
         assert!(matches!(store.reload(), Err(CertError::Mismatch { .. })));
         assert_eq!(store.not_after(), first);
@@ -273,7 +271,7 @@ mod tests {
         assert!(err.contains("tls.crt holds no PEM certificate"), "{err}");
 
         // A whole new pair: taken.
-        crate::pki::write_dev_certs(&d, &[], 90).unwrap();
+        crate::webhook::pki::write_dev_certs(&d, &[], 90).unwrap();
         assert_eq!(store.reload().unwrap(), Reload::Reloaded);
         assert!(store.not_after() > first);
         std::fs::remove_dir_all(&d).ok();
@@ -286,12 +284,12 @@ mod tests {
         use std::os::unix::fs::symlink;
         let d = dir();
         let (v1, v2) = (d.join("..2026_11_28_v1"), d.join("..2026_11_28_v2"));
-        crate::pki::write_dev_certs(&v1, &[], 30).unwrap();
+        crate::webhook::pki::write_dev_certs(&v1, &[], 30).unwrap();
         std::fs::create_dir_all(&v2).unwrap();
         for f in ["ca.crt", "ca.key"] {
             std::fs::copy(v1.join(f), v2.join(f)).unwrap();
         }
-        crate::pki::write_dev_certs(&v2, &[], 60).unwrap();
+        crate::webhook::pki::write_dev_certs(&v2, &[], 60).unwrap();
         symlink("..2026_11_28_v1", d.join("..data")).unwrap();
         for f in ["tls.crt", "tls.key"] {
             symlink(format!("..data/{f}"), d.join(f)).unwrap();

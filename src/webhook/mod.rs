@@ -1,0 +1,8 @@
+//! The webhook side: what runs in the webhook Deployment (`serve`) and on a
+//! developer's machine (`certs`). Async (tokio) lives here and only here.
+
+pub mod admission;
+pub mod certs;
+pub mod detect;
+pub mod pki;
+pub mod serve;
