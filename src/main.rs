@@ -25,13 +25,9 @@ enum Command {
     // === the engine, offline ===
     /// Print manifests with runner pods injected (offline, no cluster needed).
     Inject(engine::inject::Args),
-    // === the pod side ===
-    /// Init container: copy this binary to the bin volume, write per-pod Docker TLS material.
-    Init(inpod::init::Args),
-    /// Runner entrypoint wrapper: reap, rewrite signals, drain jobs, report to the run dir.
-    Supervise(inpod::supervise::Args),
-    /// dind entrypoint wrapper: run dockerd, report readiness, stop it after the runner.
-    Sidecar(inpod::sidecar::Args),
+    // === the pod side: init, supervise, sidecar ===
+    #[command(flatten)]
+    InPod(inpod::Helper),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,9 +37,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => webhook::serve::run(*args).map(|()| 0),
         Command::Certs(args) => webhook::certs::run(args).map(|()| 0),
         Command::Inject(args) => engine::inject::run(args).map(|()| 0),
-        Command::Init(args) => inpod::init::run(args),
-        Command::Supervise(args) => inpod::supervise::args::run(args),
-        Command::Sidecar(args) => inpod::sidecar::args::run(args),
+        Command::InPod(helper) => helper.run(),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

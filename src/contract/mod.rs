@@ -5,6 +5,8 @@
 //! it. They live in one place so that the engine, the helpers and the docs
 //! cannot drift apart.
 
+pub mod cmdline;
+
 /// Pods are selected by this label (the webhook's objectSelector matches it
 /// too; the engine re-checks it because offline `inject` has no selector).
 pub const RUNNER_LABEL: &str = "runner";
@@ -117,6 +119,3 @@ pub const DEFAULT_INJECTOR_IMAGE: &str = concat!(
     "ghcr.io/dind-injector/dind-injector:v",
     env!("CARGO_PKG_VERSION")
 );
-
-/// The process whose presence means "a job is running" in an actions runner.
-pub const DEFAULT_DRAIN_PROCESS: &str = "Runner.Worker";

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
 use super::plan::{Plan, Shape, SharedDir};
+use crate::contract::cmdline::{self, Seconds};
 use crate::contract::{container, path, DOCKER_HOST};
 use crate::engine::config::Config;
 
@@ -95,12 +96,13 @@ fn init_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::E
         name: container::INIT.into(),
         image: Some(config.injector.image.clone()),
         image_pull_policy: Some(config.injector.image_pull_policy.as_str().into()),
-        command: Some(vec![
-            path::IMAGE_BINARY.into(),
-            "init".into(),
-            format!("--bin-dir={}", path::BIN_DIR),
-            format!("--certs-dir={}", path::CERTS_DIR),
-        ]),
+        command: Some(
+            cmdline::Init {
+                bin_dir: path::BIN_DIR.into(),
+                certs_dir: path::CERTS_DIR.into(),
+            }
+            .argv(path::IMAGE_BINARY),
+        ),
         volume_mounts: Some(vec![
             mount(&v.bin, path::BIN_DIR, false),
             mount(&v.certs, path::CERTS_DIR, false),
@@ -182,19 +184,20 @@ fn docker_probe(period: i32, failure_threshold: i32) -> Probe {
 /// The `dind` container: a regular sidecar (classic) or a native sidecar.
 fn dind_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::Error> {
     let v = &shape.volumes;
-    let mut command = vec![path::BINARY.to_string(), "sidecar".into()];
-    if shape.standalone_sidecar {
-        command.push("--standalone".into());
-    }
-    command.extend(["--".into(), "dockerd-entrypoint.sh".into()]);
-    command.extend(config.dind.dockerd_args.iter().cloned());
-    command.extend(
+    let mut daemon = vec!["dockerd-entrypoint.sh".to_string()];
+    daemon.extend(config.dind.dockerd_args.iter().cloned());
+    daemon.extend(
         config
             .dind
             .registry_mirrors
             .iter()
             .map(|m| format!("--registry-mirror={m}")),
     );
+    let command = cmdline::Sidecar {
+        standalone: shape.standalone_sidecar,
+        command: daemon,
+    }
+    .argv();
 
     let mut mounts = [
         mount(&v.certs, path::CERTS_DIR, true),
@@ -251,16 +254,13 @@ fn dind_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::E
 
 /// The runner's new command: the supervisor in front of what it ran before.
 pub fn supervised_command(plan: &Plan, config: &Config, command: &[String]) -> Vec<String> {
-    let mut cmd = vec![
-        path::BINARY.to_string(),
-        "supervise".into(),
-        format!("--drain-timeout={}", plan.drain_timeout),
-        format!("--docker-wait={}", plan.docker_wait),
-        format!("--drain-process={}", config.runner.drain_process),
-        "--".into(),
-    ];
-    cmd.extend(command.iter().cloned());
-    cmd
+    cmdline::Supervise {
+        drain_timeout: Seconds(plan.drain_timeout),
+        docker_wait: Seconds(plan.docker_wait),
+        drain_process: config.runner.drain_process.clone(),
+        command: command.to_vec(),
+    }
+    .argv()
 }
 
 pub fn runner_env(skip: &[&str]) -> Result<Vec<Value>, serde_json::Error> {

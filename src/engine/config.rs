@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract;
+use crate::contract::{self, cmdline};
 use crate::engine::quantity;
 
 /// Slack the pod needs after the drain ends: the runner stops on SIGINT, then
@@ -188,9 +188,9 @@ impl Default for RunnerConfig {
         Self {
             work_dir: Some("/home/runner/_work".into()),
             externals_dir: Some("/home/runner/externals".into()),
-            drain_process: contract::DEFAULT_DRAIN_PROCESS.into(),
-            drain_timeout_seconds: 3300,
-            docker_wait_seconds: 300,
+            drain_process: cmdline::DEFAULT_DRAIN_PROCESS.into(),
+            drain_timeout_seconds: cmdline::DEFAULT_DRAIN_TIMEOUT.0,
+            docker_wait_seconds: cmdline::DEFAULT_DOCKER_WAIT.0,
         }
     }
 }

@@ -15,3 +15,33 @@ pub mod signals;
 pub mod sigreset;
 pub mod spawn;
 pub mod supervise;
+
+use anyhow::Context;
+
+use crate::contract::cmdline;
+
+/// The helpers' subcommands: the parser of every command line the engine
+/// writes into a pod (`main.rs` flattens it into the binary's CLI).
+#[derive(Debug, clap::Subcommand)]
+pub enum Helper {
+    /// Init container: copy this binary to the bin volume, write per-pod Docker TLS material.
+    #[command(name = cmdline::INIT)]
+    Init(init::Args),
+    /// Runner entrypoint wrapper: reap, rewrite signals, drain jobs, report to the run dir.
+    #[command(name = cmdline::SUPERVISE)]
+    Supervise(supervise::Args),
+    /// dind entrypoint wrapper: run dockerd, report readiness, stop it after the runner.
+    #[command(name = cmdline::SIDECAR)]
+    Sidecar(sidecar::Args),
+}
+
+impl Helper {
+    /// Runs the helper; the exit code is the container's.
+    pub fn run(self) -> anyhow::Result<u8> {
+        match self {
+            Helper::Init(args) => init::run(args),
+            Helper::Supervise(args) => supervise::run(&args).context("supervise"),
+            Helper::Sidecar(args) => sidecar::run(&args).context("sidecar"),
+        }
+    }
+}

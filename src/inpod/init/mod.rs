@@ -1,24 +1,14 @@
 //! `dind-injector init`: the injected init container. Copies this binary
 //! into the shared bin volume and writes the pod's Docker TLS material.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 
-use crate::contract::path;
 mod material;
 
 use material::{ensure_tls, install_binary, TlsOutcome};
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Where to copy this executable (as `dind-injector`, mode 0555).
-    #[arg(long, env = "DIND_INJECTOR_BIN_DIR", value_name = "DIR", default_value = path::BIN_DIR)]
-    pub bin_dir: PathBuf,
-    /// Where to write `server/` and `client/` TLS material (DOCKER_TLS_CERTDIR).
-    #[arg(long, env = "DIND_INJECTOR_CERTS_DIR", value_name = "DIR", default_value = path::CERTS_DIR)]
-    pub certs_dir: PathBuf,
-}
+/// `init` has only the flags the engine writes: its arguments are the contract's.
+pub use crate::contract::cmdline::Init as Args;
 
 pub fn run(args: Args) -> Result<u8> {
     let binary = install_binary(&args.bin_dir)?;

@@ -1,20 +1,14 @@
 //! `dind-injector sidecar -- dockerd-entrypoint.sh …`: the dind container's
-//! entrypoint wrapper (see [`crate::inpod::sidecar`]).
+//! entrypoint wrapper's flags (see [`crate::inpod::sidecar`]).
 
 use std::path::PathBuf;
-use std::time::Duration;
-
-use anyhow::{Context, Result};
 
 use super::{mtu, Mtu};
+use crate::contract::cmdline::{self, Seconds};
 use crate::contract::{path, DOCKER_HOST};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// No coordination with a supervised runner: run the daemon, pass
-    /// SIGTERM/SIGINT on, exit as it does (native sidecars, unsupervised runners).
-    #[arg(long, env = "DIND_INJECTOR_STANDALONE")]
-    pub standalone: bool,
     /// The run directory shared with the runner container.
     #[arg(long, env = "DIND_INJECTOR_RUN_DIR", value_name = "DIR", default_value = path::RUN_DIR)]
     pub run_dir: PathBuf,
@@ -25,39 +19,15 @@ pub struct Args {
     #[arg(long, env = "DIND_INJECTOR_DOCKER_HOST", value_name = "URL", default_value = DOCKER_HOST)]
     pub docker_host: String,
     /// How long dockerd may take to stop after SIGTERM before SIGKILL.
-    #[arg(
-        long,
-        env = "DIND_INJECTOR_STOP_TIMEOUT",
-        value_name = "SECS",
-        default_value_t = 20
-    )]
-    pub stop_timeout: u64,
+    #[arg(long, env = "DIND_INJECTOR_STOP_TIMEOUT", value_name = "SECS", default_value_t = Seconds(20))]
+    pub stop_timeout: Seconds,
     /// Stop the daemon if no runner.pid appeared within this time.
-    #[arg(
-        long,
-        env = "DIND_INJECTOR_RUNNER_START_TIMEOUT",
-        value_name = "SECS",
-        default_value_t = 600
-    )]
-    pub runner_start_timeout: u64,
+    #[arg(long, env = "DIND_INJECTOR_RUNNER_START_TIMEOUT", value_name = "SECS", default_value_t = Seconds(600))]
+    pub runner_start_timeout: Seconds,
     /// dockerd's MTU: `auto` (the default-route interface's), `off`, or a number.
     #[arg(long, env = "DIND_INJECTOR_MTU", value_name = "auto|off|N", default_value = "auto", value_parser = mtu::parse)]
     pub mtu: Mtu,
-    /// The daemon's command (dockerd-entrypoint.sh or dockerd) and arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
-}
-
-pub fn run(args: Args) -> Result<u8> {
-    let config = super::Config {
-        run_dir: args.run_dir,
-        certs_dir: args.certs_dir,
-        docker_host: args.docker_host,
-        stop_timeout: Duration::from_secs(args.stop_timeout),
-        runner_start_timeout: Duration::from_secs(args.runner_start_timeout),
-        mtu: args.mtu,
-        standalone: args.standalone,
-        command: args.command,
-    };
-    super::run(&config).context("sidecar")
+    /// What the engine writes into the pod (standalone or not, the daemon's CMD).
+    #[command(flatten)]
+    pub spec: cmdline::Sidecar,
 }

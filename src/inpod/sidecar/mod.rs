@@ -14,7 +14,6 @@ pub mod mtu;
 pub mod ping;
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,18 +27,6 @@ use crate::inpod::spawn;
 
 pub use args::Args;
 pub use mtu::Mtu;
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub run_dir: PathBuf,
-    pub certs_dir: PathBuf,
-    pub docker_host: String,
-    pub stop_timeout: Duration,
-    pub runner_start_timeout: Duration,
-    pub mtu: Mtu,
-    pub standalone: bool,
-    pub command: Vec<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,13 +47,13 @@ const FORWARDED: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIG
 const TICK: Duration = Duration::from_millis(200);
 
 /// Runs the sidecar; returns the exit code.
-pub fn run(config: &Config) -> Result<u8, Error> {
+pub fn run(config: &Args) -> Result<u8, Error> {
     let mut caught = FORWARDED.to_vec();
     caught.push(libc::SIGCHLD);
     let sigs = SignalPipe::new(&caught).map_err(Error::Signals)?;
     let argv = daemon_argv(config);
 
-    if config.standalone {
+    if config.spec.standalone {
         let daemon = spawn::spawn(&argv, false)?;
         return Ok(standalone(&sigs, daemon));
     }
@@ -83,22 +70,22 @@ pub fn run(config: &Config) -> Result<u8, Error> {
     Ok(code)
 }
 
-fn daemon_argv(config: &Config) -> Vec<String> {
-    if !mtu::runs_dockerd(&config.command) {
-        return config.command.clone();
+fn daemon_argv(config: &Args) -> Vec<String> {
+    if !mtu::runs_dockerd(&config.spec.command) {
+        return config.spec.command.clone();
     }
     match mtu::resolve(config.mtu) {
         Some(m) => {
-            let argv = mtu::add_mtu_args(&config.command, m);
-            if argv.len() > config.command.len() {
+            let argv = mtu::add_mtu_args(&config.spec.command, m);
+            if argv.len() > config.spec.command.len() {
                 log(format_args!(
                     "pod MTU {m}: {:?}",
-                    &argv[config.command.len()..]
+                    &argv[config.spec.command.len()..]
                 ));
             }
             argv
         }
-        None => config.command.clone(),
+        None => config.spec.command.clone(),
     }
 }
 
@@ -143,7 +130,7 @@ struct Watch {
 
 impl Watch {
     /// Reads the run directory. `Some(reason)` when the daemon must stop.
-    fn check(&mut self, run_dir: &RunDir, config: &Config, started: Instant) -> Option<String> {
+    fn check(&mut self, run_dir: &RunDir, config: &Args, started: Instant) -> Option<String> {
         if let Some(code) = run_dir.runner_exit() {
             let code = code.map_or("unreadable".to_string(), |c| c.to_string());
             return Some(format!("the runner exited (runner.exit: {code})"));
@@ -174,9 +161,9 @@ impl Watch {
                 }
                 None
             }
-            None if started.elapsed() >= config.runner_start_timeout => Some(format!(
+            None if started.elapsed() >= config.runner_start_timeout.duration() => Some(format!(
                 "no runner started within {}s (no {})",
-                config.runner_start_timeout.as_secs(),
+                config.runner_start_timeout.duration().as_secs(),
                 run_dir.file(rundir::RUNNER_PID).display()
             )),
             None => None,
@@ -185,7 +172,7 @@ impl Watch {
 }
 
 fn coordinated(
-    config: &Config,
+    config: &Args,
     run_dir: &RunDir,
     sigs: &SignalPipe,
     daemon: Pid,
@@ -247,10 +234,10 @@ fn coordinated(
 
 /// SIGTERM, up to `stop_timeout` for dockerd to stop its containers, then
 /// SIGKILL. Exit 0: the pod's work is done.
-fn stop_daemon(config: &Config, run_dir: &RunDir, sigs: &SignalPipe, daemon: Pid) -> u8 {
+fn stop_daemon(config: &Args, run_dir: &RunDir, sigs: &SignalPipe, daemon: Pid) -> u8 {
     run_dir.remove(rundir::DOCKER_READY);
     let _ = kill_process(daemon, Signal::TERM);
-    let deadline = Instant::now() + config.stop_timeout;
+    let deadline = Instant::now() + config.stop_timeout.duration();
     loop {
         if let Some(status) = reap(daemon) {
             log(format_args!(
@@ -262,7 +249,7 @@ fn stop_daemon(config: &Config, run_dir: &RunDir, sigs: &SignalPipe, daemon: Pid
         if Instant::now() >= deadline {
             log(format_args!(
                 "daemon still running {}s after SIGTERM: SIGKILL",
-                config.stop_timeout.as_secs()
+                config.stop_timeout.duration().as_secs()
             ));
             let _ = kill_process(daemon, Signal::KILL);
             let _ = waitpid(Some(daemon), WaitOptions::empty());
@@ -280,7 +267,7 @@ struct Readiness {
 }
 
 impl Readiness {
-    fn start(config: Config, run_dir: RunDir, started: Instant) -> Self {
+    fn start(config: Args, run_dir: RunDir, started: Instant) -> Self {
         let stopped = Arc::new(Mutex::new(false));
         let flag = Arc::clone(&stopped);
         let client_dir = config.certs_dir.join("client");

@@ -14,7 +14,6 @@ mod drain;
 mod reaper;
 pub mod rewrite;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rustix::process::{getpid, kill_process, kill_process_group, Pid, Signal};
@@ -45,17 +44,6 @@ const CAUGHT: &[i32] = &[
 /// one of these was a clean stop.
 const STOP_REQUESTS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub run_dir: PathBuf,
-    pub rewrites: Vec<Rewrite>,
-    pub drain_process: String,
-    pub drain_timeout: Duration,
-    /// Zero: do not wait for `docker.ready`.
-    pub docker_wait: Duration,
-    pub command: Vec<String>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot become a child subreaper: {0}")]
@@ -74,10 +62,10 @@ fn log(msg: std::fmt::Arguments<'_>) {
 
 /// Runs the supervisor; returns the exit code. `runner.exit` is written
 /// whatever happens after `runner.pid` was.
-pub fn run(config: &Config) -> Result<u8, Error> {
+pub fn run(args: &Args) -> Result<u8, Error> {
     rustix::process::set_child_subreaper(Some(getpid())).map_err(|e| Error::Subreaper(e.into()))?;
     let sigs = SignalPipe::new(CAUGHT).map_err(Error::Signals)?;
-    let run_dir = RunDir::new(&config.run_dir);
+    let run_dir = RunDir::new(&args.run_dir);
     run_dir.ensure()?;
     // A previous run of this container (restartPolicy OnFailure) may have
     // left its exit code: it is not ours.
@@ -85,29 +73,29 @@ pub fn run(config: &Config) -> Result<u8, Error> {
     let me = RunnerRecord::current().map_err(Error::Stat)?;
     run_dir.write(rundir::RUNNER_PID, &me.format())?;
 
-    let code = supervise(config, &run_dir, &sigs);
+    let code = supervise(args, &run_dir, &sigs);
     if let Err(e) = run_dir.write(rundir::RUNNER_EXIT, &format!("{code}\n")) {
         log(format_args!("{e}"));
     }
     Ok(code)
 }
 
-fn supervise(config: &Config, run_dir: &RunDir, sigs: &SignalPipe) -> u8 {
-    if !config.docker_wait.is_zero() {
-        match wait_for_docker(config, run_dir, sigs) {
+fn supervise(args: &Args, run_dir: &RunDir, sigs: &SignalPipe) -> u8 {
+    if !args.spec.docker_wait.duration().is_zero() {
+        match wait_for_docker(args, run_dir, sigs) {
             Ok(()) => {}
             Err(code) => return code,
         }
     }
 
-    let child = match spawn::spawn(&config.command, true) {
+    let child = match spawn::spawn(&args.spec.command, true) {
         Ok(pid) => pid,
         Err(e) => {
             log(format_args!("{e}"));
             return e.exit_code();
         }
     };
-    let status = wait_for_child(config, sigs, child);
+    let status = wait_for_child(args, sigs, child);
     let mut code = spawn::exit_code(status.status);
     stop_leftovers(child);
     if status.we_asked && (code == 130 || code == 143) {
@@ -123,9 +111,9 @@ fn supervise(config: &Config, run_dir: &RunDir, sigs: &SignalPipe) -> u8 {
 
 /// Waits for `docker.ready`. `Err(code)` when Docker never came up or the
 /// pod was stopped before it did.
-fn wait_for_docker(config: &Config, run_dir: &RunDir, sigs: &SignalPipe) -> Result<(), u8> {
+fn wait_for_docker(args: &Args, run_dir: &RunDir, sigs: &SignalPipe) -> Result<(), u8> {
     let start = Instant::now();
-    let deadline = start + config.docker_wait;
+    let deadline = start + args.spec.docker_wait.duration();
     let ready = run_dir.file(rundir::DOCKER_READY);
     loop {
         if ready.exists() {
@@ -139,7 +127,7 @@ fn wait_for_docker(config: &Config, run_dir: &RunDir, sigs: &SignalPipe) -> Resu
             log(format_args!(
                 "Docker did not become ready within {}s: {} does not exist. \
                  Is the dind container running? Its logs say why dockerd did not start.",
-                config.docker_wait.as_secs(),
+                args.spec.docker_wait.duration().as_secs(),
                 ready.display()
             ));
             return Err(EXIT_SUPERVISOR_FAILED);
@@ -162,7 +150,7 @@ struct ChildEnd {
     we_asked: bool,
 }
 
-fn wait_for_child(config: &Config, sigs: &SignalPipe, child: Pid) -> ChildEnd {
+fn wait_for_child(args: &Args, sigs: &SignalPipe, child: Pid) -> ChildEnd {
     let me = getpid().as_raw_nonzero().get();
     let mut we_asked = false;
     // While draining: when to give up, and the signal to send after.
@@ -188,21 +176,21 @@ fn wait_for_child(config: &Config, sigs: &SignalPipe, child: Pid) -> ChildEnd {
             if sig == libc::SIGCHLD {
                 continue;
             }
-            let to = rewrite::apply(&config.rewrites, sig);
-            if sig == libc::SIGTERM && !config.drain_timeout.is_zero() {
+            let to = rewrite::apply(&args.rewrites, sig);
+            if sig == libc::SIGTERM && !args.spec.drain_timeout.duration().is_zero() {
                 if drain.is_some() {
                     log(format_args!("SIGTERM again: still draining"));
                     continue;
                 }
-                if let Some(worker) = drain::find_worker(me, &config.drain_process) {
+                if let Some(worker) = drain::find_worker(me, &args.spec.drain_process) {
                     log(format_args!(
                         "SIGTERM while a job runs ({} pid {worker}): draining, \
                          {} to the runner when it ends or in {}s",
-                        config.drain_process,
+                        args.spec.drain_process,
                         signals::name(to),
-                        config.drain_timeout.as_secs()
+                        args.spec.drain_timeout.duration().as_secs()
                     ));
-                    drain = Some((Instant::now() + config.drain_timeout, to));
+                    drain = Some((Instant::now() + args.spec.drain_timeout.duration(), to));
                     we_asked = true;
                     continue;
                 }
@@ -218,7 +206,7 @@ fn wait_for_child(config: &Config, sigs: &SignalPipe, child: Pid) -> ChildEnd {
             deliver(to);
         }
         if let Some((deadline, to)) = drain {
-            let worker = drain::find_worker(me, &config.drain_process);
+            let worker = drain::find_worker(me, &args.spec.drain_process);
             if worker.is_none() {
                 log(format_args!(
                     "job finished: sending {} to the runner",
@@ -229,8 +217,8 @@ fn wait_for_child(config: &Config, sigs: &SignalPipe, child: Pid) -> ChildEnd {
             } else if Instant::now() >= deadline {
                 log(format_args!(
                     "drain timeout ({}s) expired with {} still running: sending {} to the runner",
-                    config.drain_timeout.as_secs(),
-                    config.drain_process,
+                    args.spec.drain_timeout.duration().as_secs(),
+                    args.spec.drain_process,
                     signals::name(to)
                 ));
                 deliver(to);
