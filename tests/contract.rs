@@ -114,3 +114,38 @@ fn the_helpers_defaults_are_the_configs() {
     assert_eq!(args.spec.docker_wait.0, config.runner.docker_wait_seconds);
     assert_eq!(args.spec.drain_process, config.runner.drain_process);
 }
+
+/// The reasons are public names (metric labels, log fields, dashboard
+/// legends): the table in docs/configuration.md lists exactly the ones the
+/// code can produce, no more, no fewer.
+#[test]
+fn the_docs_list_exactly_the_outcomes_and_reasons() {
+    use dind_injector::webhook::outcome::Outcome;
+    use std::collections::BTreeSet;
+
+    let docs = std::fs::read_to_string(common::root().join("docs/configuration.md"))
+        .expect("docs/configuration.md");
+    let section = docs
+        .split("\n## Outcomes and reasons\n")
+        .nth(1)
+        .expect("docs/configuration.md has a section \"Outcomes and reasons\"");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let documented: BTreeSet<(String, String)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(|c| c.trim().trim_matches('`')).collect();
+            (cells[1].to_string(), cells[2].to_string())
+        })
+        .collect();
+    let produced: BTreeSet<(String, String)> = Outcome::all()
+        .into_iter()
+        .map(|o| (o.as_str().to_string(), o.reason().to_string()))
+        .collect();
+    let missing: Vec<_> = produced.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&produced).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/configuration.md, Outcomes and reasons: missing {missing:?}, not produced {stale:?}"
+    );
+}

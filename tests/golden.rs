@@ -107,7 +107,7 @@ fn decisions_per_fixture() {
             );
         } else if let Some((_, text)) = expect_deny.iter().find(|(n, _)| *n == name) {
             assert!(
-                matches!(&decision, Decision::Deny { message } if message.contains(text)),
+                matches!(&decision, Decision::Deny { message, .. } if message.contains(text)),
                 "{name}: {decision:?}"
             );
         } else {

@@ -359,7 +359,7 @@ proptest! {
                 // produce is a container image or command that runs dockerd.
                 prop_assert_eq!(*reason, SkipReason::OwnDaemon, "{:?}", decision);
             }
-            Decision::Deny { message } => {
+            Decision::Deny { message, .. } => {
                 // Denials come from the generated drain/grace combinations only.
                 prop_assert!(message.contains("drain"), "unexpected denial: {}", message);
             }

@@ -102,7 +102,8 @@ async fn every_decision_over_http2_and_http1() {
     for line in [
         r#"dind_injector_reviews_total{outcome="injected",reason=""} 6"#,
         r#"dind_injector_reviews_total{outcome="skipped",reason="own-daemon"} 2"#,
-        r#"dind_injector_reviews_total{outcome="denied",reason=""} 4"#,
+        r#"dind_injector_reviews_total{outcome="denied",reason="invalid-annotation"} 2"#,
+        r#"dind_injector_reviews_total{outcome="denied",reason="host-network"} 2"#,
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }

@@ -112,7 +112,9 @@ pub fn inject_stream(
                 Some(w) => writeln!(notes, "{what}: skipped ({reason}): {w}")?,
                 None => writeln!(notes, "{what}: skipped ({reason})")?,
             },
-            Some(Decision::Deny { message }) => denials.push(format!("{what}: denied: {message}")),
+            Some(Decision::Deny { message, .. }) => {
+                denials.push(format!("{what}: denied: {message}"))
+            }
         }
     }
     if !denials.is_empty() {

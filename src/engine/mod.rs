@@ -8,6 +8,7 @@
 
 mod build;
 pub mod config;
+pub mod deny;
 pub mod image;
 pub mod inject;
 pub mod overrides;
@@ -23,6 +24,7 @@ use serde_json::{json, Map, Value};
 
 use crate::contract::{self, annotation};
 use crate::engine::config::{Config, ConfigError};
+pub use deny::{Denial, DenyReason};
 pub use overrides::AnnotationError;
 pub use patch::EngineBug;
 use plan::{Plan, SharedDir};
@@ -61,7 +63,7 @@ pub enum Decision {
         warning: Option<String>,
     },
     /// Refused. The message is user-facing: it ends up in `kubectl` output.
-    Deny { message: String },
+    Deny { reason: DenyReason, message: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +138,9 @@ impl Engine {
     /// Decides for one pod. `Err` only for a bug in the engine itself.
     pub fn review(&self, pod: &Value) -> Result<Decision, EngineBug> {
         let skip = |reason, warning: Option<String>| Ok(Decision::Skip { reason, warning });
-        let deny = |message: String| Ok(Decision::Deny { message });
+        let deny = |Denial { reason, message }| Ok(Decision::Deny { reason, message });
+        let bad_annotation =
+            |e: AnnotationError| deny(Denial::new(DenyReason::InvalidAnnotation, e.to_string()));
 
         if pod.get("kind").is_some_and(|k| k != "Pod") {
             return skip(SkipReason::NotAPod, None);
@@ -157,7 +161,7 @@ impl Engine {
         match overrides::inject_wanted(annotations) {
             Ok(true) => {}
             Ok(false) => return skip(SkipReason::OptedOut, None),
-            Err(e) => return deny(e.to_string()),
+            Err(e) => return bad_annotation(e),
         }
         if skip::already_injected(pod) {
             return skip(SkipReason::AlreadyInjected, None);
@@ -172,19 +176,19 @@ impl Engine {
         }
         let overrides = match overrides::Overrides::parse(annotations) {
             Ok(o) => o,
-            Err(e) => return deny(e.to_string()),
+            Err(e) => return bad_annotation(e),
         };
         if pod::spec_bool(pod, "hostNetwork") && !self.config.allow_host_network {
-            return deny(format!(
+            return deny(Denial::new(DenyReason::HostNetwork, format!(
                 "hostNetwork pods would expose the injected Docker daemon on port {} of the node; \
                  set allowHostNetwork in the dind-injector config, or annotate the pod {}: \"false\"",
                 contract::DOCKER_TLS_PORT,
                 annotation::INJECT
-            ));
+            )));
         }
         let plan = match plan::plan(pod, &self.config, overrides, self.auto_mode) {
             Ok(plan) => plan,
-            Err(message) => return deny(message),
+            Err(denial) => return deny(denial),
         };
         self.inject(pod, plan).map(Decision::Inject)
     }

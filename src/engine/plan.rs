@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::build::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
 use super::overrides::Overrides;
 use super::pod::{self, ContainerList};
-use super::Mode;
+use super::{Denial, DenyReason, Mode};
 use crate::contract::{annotation, volume};
 use crate::engine::config::{max_drain, Config, SidecarMode};
 
@@ -141,7 +141,7 @@ pub fn plan(
     config: &Config,
     overrides: Overrides,
     auto_mode: Mode,
-) -> Result<Plan, String> {
+) -> Result<Plan, Denial> {
     let mut warnings = Vec::new();
 
     let mode = match overrides.sidecar_mode.unwrap_or(config.sidecar_mode) {
@@ -158,10 +158,13 @@ pub fn plan(
             .position(|c| pod::name(c) == wanted)
             .ok_or_else(|| {
                 let names: Vec<&str> = containers.iter().map(pod::name).collect();
-                format!(
-                    "annotation {}: no container named {wanted:?} in the pod (containers: {})",
-                    annotation::RUNNER_CONTAINER,
-                    names.join(", ")
+                Denial::new(
+                    DenyReason::RunnerNotFound,
+                    format!(
+                        "annotation {}: no container named {wanted:?} in the pod (containers: {})",
+                        annotation::RUNNER_CONTAINER,
+                        names.join(", ")
+                    ),
                 )
             })?,
         None => containers
@@ -175,9 +178,12 @@ pub fn plan(
     for m in pod::objects(runner, "volumeMounts") {
         let at = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
         if RUNNER_RESERVED_PATHS.contains(&at.trim_end_matches('/')) {
-            return Err(format!(
-                "container {runner_name:?} already mounts {at}, which dind-injector needs for \
-                 Docker's client certificates, coordination and helper binary"
+            return Err(Denial::new(
+                DenyReason::ReservedMountPath,
+                format!(
+                    "container {runner_name:?} already mounts {at}, which dind-injector needs for \
+                     Docker's client certificates, coordination and helper binary"
+                ),
             ));
         }
     }
@@ -232,11 +238,14 @@ pub fn plan(
                 "leaves the drain",
             ),
         };
-        return Err(format!(
-            "{who}: a drain of {drain_timeout}s ({what}) does not fit a grace period of \
+        return Err(Denial::new(
+            DenyReason::DrainExceedsGrace,
+            format!(
+                "{who}: a drain of {drain_timeout}s ({what}) does not fit a grace period of \
              {grace}s; Docker and the runner need {}s to stop, so set {} to at most {max}",
-            crate::engine::config::STOP_MARGIN_SECONDS,
-            annotation::DRAIN_TIMEOUT,
+                crate::engine::config::STOP_MARGIN_SECONDS,
+                annotation::DRAIN_TIMEOUT,
+            ),
         ));
     }
 
@@ -288,10 +297,13 @@ pub fn plan(
         .unwrap_or_else(|| config.runner.externals_dir.clone());
     if let (Some(SharedDir::Added { path, .. }), Some(ext)) = (&work, &externals_dir) {
         if path == ext {
-            return Err(format!(
-                "annotations {} and {}: both are {path}; they must differ",
-                annotation::WORK_DIR,
-                annotation::EXTERNALS_DIR
+            return Err(Denial::new(
+                DenyReason::SharedDirConflict,
+                format!(
+                    "annotations {} and {}: both are {path}; they must differ",
+                    annotation::WORK_DIR,
+                    annotation::EXTERNALS_DIR
+                ),
             ));
         }
     }

@@ -8,6 +8,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::outcome::{ErrorReason, Outcome, Skip};
 use crate::engine::{Decision, Engine, SkipReason};
 
 pub const API_V1: &str = "admission.k8s.io/v1";
@@ -15,57 +16,6 @@ pub const API_V1BETA1: &str = "admission.k8s.io/v1beta1";
 
 /// The apiserver shows warnings to the user; it drops ones that are too long.
 pub const MAX_WARNING_CHARS: usize = 120;
-
-/// Mutually exclusive outcomes, the `outcome` label of the review metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Injected,
-    Skipped(Skip),
-    Denied,
-    /// A request we could not answer properly (bad input or our bug).
-    Error,
-}
-
-/// Why a review was allowed without a patch: the engine's reasons, plus the
-/// ones only the wire format can give.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
-    Engine(SkipReason),
-    /// An operation other than CREATE (the webhook only registers CREATE).
-    NotCreate,
-    /// A CREATE without an object.
-    NoObject,
-}
-
-impl Skip {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Skip::Engine(r) => r.as_str(),
-            Skip::NotCreate => "not-create",
-            Skip::NoObject => "no-object",
-        }
-    }
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Injected => "injected",
-            Outcome::Skipped(_) => "skipped",
-            Outcome::Denied => "denied",
-            Outcome::Error => "error",
-        }
-    }
-
-    /// The skip reason, `internal` for an engine bug, empty otherwise.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Outcome::Skipped(s) => s.as_str(),
-            Outcome::Error => "internal",
-            Outcome::Injected | Outcome::Denied => "",
-        }
-    }
-}
 
 /// What the log line of one review says about the pod.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -93,40 +43,41 @@ pub struct Answer {
 /// A request we cannot answer with an AdmissionReview: HTTP 400 and the
 /// message says what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BadReview(pub String);
+pub enum BadReview {
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("apiVersion {0:?} is not supported: expected {API_V1} or {API_V1BETA1}")]
+    UnsupportedApiVersion(String),
+    #[error("apiVersion is missing: expected an AdmissionReview")]
+    NoApiVersion,
+    #[error("kind must be AdmissionReview")]
+    NotAdmissionReview,
+    #[error("request is missing: expected an AdmissionReview request")]
+    NoRequest,
+    #[error("request.uid is missing or empty")]
+    NoUid,
+}
 
 /// Reviews one AdmissionReview body.
 pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
-    let doc: Value = serde_json::from_slice(body)
-        .map_err(|e| BadReview(format!("request body is not valid JSON: {e}")))?;
+    let doc: Value = serde_json::from_slice(body).map_err(|e| BadReview::NotJson(e.to_string()))?;
     let api_version = match doc.get("apiVersion").and_then(Value::as_str) {
         Some(v @ (API_V1 | API_V1BETA1)) => v,
-        Some(other) => {
-            return Err(BadReview(format!(
-                "apiVersion {other:?} is not supported: expected {API_V1} or {API_V1BETA1}"
-            )))
-        }
-        None => {
-            return Err(BadReview(
-                "apiVersion is missing: expected an AdmissionReview".into(),
-            ))
-        }
+        Some(other) => return Err(BadReview::UnsupportedApiVersion(other.into())),
+        None => return Err(BadReview::NoApiVersion),
     };
     if doc.get("kind").and_then(Value::as_str) != Some("AdmissionReview") {
-        return Err(BadReview("kind must be AdmissionReview".into()));
+        return Err(BadReview::NotAdmissionReview);
     }
     let request = doc
         .get("request")
         .filter(|r| r.is_object())
-        .ok_or_else(|| {
-            BadReview("request is missing: expected an AdmissionReview request".into())
-        })?;
+        .ok_or(BadReview::NoRequest)?;
     let uid = request
         .get("uid")
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| BadReview("request.uid is missing or empty".into()))?;
+        .ok_or(BadReview::NoUid)?;
 
     let object = request.get("object").filter(|o| !o.is_null());
     let mut subject = subject_of(uid, request, object);
@@ -190,7 +141,11 @@ pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
             Err(e) => {
                 let message =
                     format!("dind-injector: cannot encode the patch: {e}; please report it");
-                answer(Reply::Deny(500, &message), Outcome::Error, subject)
+                answer(
+                    Reply::Deny(500, &message),
+                    Outcome::Error(ErrorReason::Internal),
+                    subject,
+                )
             }
         },
         Ok(Decision::Skip { reason, warning }) => answer(
@@ -198,12 +153,16 @@ pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
             Outcome::Skipped(Skip::Engine(reason)),
             subject,
         ),
-        Ok(Decision::Deny { message }) => {
-            answer(Reply::Deny(403, &message), Outcome::Denied, subject)
+        Ok(Decision::Deny { reason, message }) => {
+            answer(Reply::Deny(403, &message), Outcome::Denied(reason), subject)
         }
         Err(bug) => {
             let message = format!("dind-injector: {bug}; please report it");
-            answer(Reply::Deny(500, &message), Outcome::Error, subject)
+            answer(
+                Reply::Deny(500, &message),
+                Outcome::Error(ErrorReason::Internal),
+                subject,
+            )
         }
     })
 }
@@ -304,6 +263,7 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::engine::config::Config;
+    use crate::engine::DenyReason;
     use crate::engine::Mode;
 
     fn engine() -> Engine {
@@ -381,7 +341,7 @@ mod tests {
         let mut pod = runner_pod();
         pod["metadata"]["annotations"] = json!({"dind-injector.io/sidecar-mode": "x"});
         let a = review(&engine(), &review_of(API_V1, pod_request(pod))).unwrap();
-        assert_eq!(a.outcome, Outcome::Denied);
+        assert_eq!(a.outcome, Outcome::Denied(DenyReason::InvalidAnnotation));
         let r = &a.review["response"];
         assert_eq!(r["allowed"], false);
         assert_eq!(r["status"]["code"], 403);

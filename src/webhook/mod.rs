@@ -4,5 +4,6 @@
 pub mod admission;
 pub mod certs;
 pub mod detect;
+pub mod outcome;
 pub mod pki;
 pub mod serve;

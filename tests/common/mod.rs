@@ -47,6 +47,6 @@ pub fn record(decision: &Decision, pod: &Value) -> Value {
             "reason": reason.as_str(),
             "warning": warning,
         }),
-        Decision::Deny { message } => json!({"decision": "deny", "message": message}),
+        Decision::Deny { message, .. } => json!({"decision": "deny", "message": message}),
     }
 }

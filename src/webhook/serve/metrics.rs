@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::webhook::outcome::Outcome;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
     pub outcome: &'static str,
@@ -123,10 +125,12 @@ impl Metrics {
     /// Counts one review; `took` (body complete to answer) only for reviews
     /// that were answered, so that slow or refused uploads do not skew the
     /// latency of the webhook itself.
-    pub fn review(&self, outcome: &'static str, reason: &'static str, took: Option<Duration>) {
-        self.reviews
-            .get_or_create(&ReviewLabels { outcome, reason })
-            .inc();
+    pub fn review(&self, outcome: Outcome, took: Option<Duration>) {
+        let labels = ReviewLabels {
+            outcome: outcome.as_str(),
+            reason: outcome.reason(),
+        };
+        self.reviews.get_or_create(&labels).inc();
         if let Some(took) = took {
             self.duration.observe(took.as_secs_f64());
         }
@@ -159,13 +163,16 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::SkipReason;
+    use crate::webhook::outcome::{ErrorReason, Skip};
 
     #[test]
     fn outcomes_are_counted_with_their_reason() {
         let m = Metrics::new();
-        m.review("skipped", "not-a-runner", Some(Duration::from_micros(80)));
-        m.review("injected", "", Some(Duration::from_micros(300)));
-        m.review("error", "too-large", None);
+        let not_a_runner = Outcome::Skipped(Skip::Engine(SkipReason::NotRunner));
+        m.review(not_a_runner, Some(Duration::from_micros(80)));
+        m.review(Outcome::Injected, Some(Duration::from_micros(300)));
+        m.review(Outcome::Error(ErrorReason::TooLarge), None);
         m.set_cert_expiry(Some(1_900_000_000));
         m.connections(1);
         m.connections(1);

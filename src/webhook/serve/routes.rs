@@ -13,7 +13,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::metrics::Metrics;
 use super::server::{EngineHandle, Readiness};
-use crate::webhook::admission::{self, Outcome};
+use crate::webhook::admission;
+use crate::webhook::outcome::{ErrorReason, Outcome};
 
 pub struct AppState {
     pub engine: Arc<EngineHandle>,
@@ -48,8 +49,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// A request refused before review, with the status and a message that says
 /// what was wrong; counted as `error` with a stable reason.
-fn refuse(state: &AppState, status: StatusCode, reason: &'static str, message: String) -> Response {
-    state.metrics.review("error", reason, None);
+fn refuse(state: &AppState, status: StatusCode, reason: ErrorReason, message: String) -> Response {
+    state.metrics.review(Outcome::Error(reason), None);
+    let reason = reason.as_str();
     tracing::warn!(status = status.as_u16(), reason, %message, "request refused");
     let mut response = (status, format!("{message}\n")).into_response();
     response.headers_mut().insert(
@@ -73,7 +75,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         return refuse(
             &state,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            ErrorReason::UnsupportedMediaType,
             format!("content type must be application/json, got {got}"),
         );
     }
@@ -96,7 +98,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             return refuse(
                 &state,
                 StatusCode::BAD_REQUEST,
-                "bad-body",
+                ErrorReason::BadBody,
                 format!("cannot read the request body: {e}"),
             )
         }
@@ -104,7 +106,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
             return refuse(
                 &state,
                 StatusCode::REQUEST_TIMEOUT,
-                "body-timeout",
+                ErrorReason::BodyTimeout,
                 format!(
                     "the request body did not arrive within {:?}",
                     state.body_timeout
@@ -117,11 +119,9 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     match admission::review(&state.engine.get(), &bytes) {
         Ok(answer) => {
             let took = reviewed_at.elapsed();
-            state
-                .metrics
-                .review(answer.outcome.as_str(), answer.outcome.reason(), Some(took));
+            state.metrics.review(answer.outcome, Some(took));
             let s = &answer.subject;
-            let level_warn = matches!(answer.outcome, Outcome::Denied | Outcome::Error);
+            let level_warn = answer.outcome.is_problem();
             macro_rules! log_review {
                 ($level:ident) => {
                     tracing::$level!(
@@ -141,7 +141,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
                 Err(e) => refuse(
                     &state,
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "encode",
+                    ErrorReason::Encode,
                     format!("cannot encode the answer: {e}"),
                 ),
             }
@@ -149,7 +149,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Err(bad) => refuse(
             &state,
             StatusCode::BAD_REQUEST,
-            "bad-review",
+            ErrorReason::BadReview,
             bad.to_string(),
         ),
     }
@@ -159,7 +159,7 @@ fn too_large(state: &AppState) -> Response {
     refuse(
         state,
         StatusCode::PAYLOAD_TOO_LARGE,
-        "too-large",
+        ErrorReason::TooLarge,
         format!("request body is larger than {} bytes", state.max_body_bytes),
     )
 }
