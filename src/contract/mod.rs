@@ -110,6 +110,18 @@ pub const DOCKER_TLS_PORT: u16 = 2376;
 /// `DOCKER_HOST` given to the runner.
 pub const DOCKER_HOST: &str = "tcp://localhost:2376";
 
+/// The variables the runner (and every `docker` it runs) needs to reach the
+/// injected daemon over TLS.
+pub const RUNNER_ENV: [(&str, &str); 3] = [
+    ("DOCKER_HOST", DOCKER_HOST),
+    ("DOCKER_TLS_VERIFY", "1"),
+    ("DOCKER_CERT_PATH", path::CLIENT_CERTS_DIR),
+];
+
+/// Mount paths the runner gets from us; a runner that already uses one of
+/// them cannot be injected (the apiserver refuses duplicate mount paths).
+pub const RUNNER_RESERVED_PATHS: [&str; 3] = [path::CLIENT_CERTS_DIR, path::RUN_DIR, path::BIN_DIR];
+
 /// Default image that `dind` runs. Pinned: an unpinned `docker:dind` changes
 /// the daemon under every CI job on the day a new release is pushed.
 pub const DEFAULT_DIND_IMAGE: &str = "docker:28.5.2-dind";

@@ -15,21 +15,13 @@ use serde_json::Value;
 
 use super::plan::{Plan, Shape, SharedDir};
 use crate::contract::cmdline::{self, Seconds};
-use crate::contract::{container, path, DOCKER_HOST};
+use crate::contract::{container, path, RUNNER_ENV};
 use crate::engine::config::Config;
 
 /// The unprivileged user the init container runs as. emptyDirs are
 /// world-writable, so it needs no privilege to fill them, and root in the
 /// `dind` container reads what it wrote.
 const INIT_UID: i64 = 65532;
-
-/// The variables the runner (and every `docker` it runs) needs to reach the
-/// injected daemon over TLS.
-pub const RUNNER_ENV: [(&str, &str); 3] = [
-    ("DOCKER_HOST", DOCKER_HOST),
-    ("DOCKER_TLS_VERIFY", "1"),
-    ("DOCKER_CERT_PATH", path::CLIENT_CERTS_DIR),
-];
 
 fn empty_dir(name: &str, size_limit: Option<&str>) -> Result<Value, serde_json::Error> {
     serde_json::to_value(Volume {
@@ -276,10 +268,6 @@ pub fn runner_env(skip: &[&str]) -> Result<Vec<Value>, serde_json::Error> {
         })
         .collect()
 }
-
-/// Mount paths the runner gets from us; a runner that already uses one of
-/// them cannot be injected (the apiserver refuses duplicate mount paths).
-pub const RUNNER_RESERVED_PATHS: [&str; 3] = [path::CLIENT_CERTS_DIR, path::RUN_DIR, path::BIN_DIR];
 
 fn runner_mounts(shape: &Shape) -> Result<Vec<Value>, serde_json::Error> {
     let v = &shape.volumes;

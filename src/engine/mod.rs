@@ -23,7 +23,7 @@ use json_patch::Patch;
 use serde_json::{json, Map, Value};
 
 use crate::contract::{self, annotation};
-use crate::engine::config::{Config, ConfigError};
+use crate::engine::config::{Config, ConfigError, SidecarMode};
 pub use deny::{Denial, DenyReason};
 pub use overrides::AnnotationError;
 pub use patch::EngineBug;
@@ -42,6 +42,16 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// What a configured (or annotated) sidecar mode means, given what
+    /// `auto` means here.
+    pub fn resolve(configured: SidecarMode, auto: Mode) -> Mode {
+        match configured {
+            SidecarMode::Classic => Mode::Classic,
+            SidecarMode::Native => Mode::Native,
+            SidecarMode::Auto => auto,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Classic => "classic",

@@ -9,12 +9,12 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::build::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
 use super::overrides::Overrides;
 use super::pod::{self, ContainerList};
 use super::{Denial, DenyReason, Mode};
 use crate::contract::{annotation, volume};
-use crate::engine::config::{max_drain, Config, SidecarMode};
+use crate::contract::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
+use crate::engine::config::{max_drain, Config, STOP_MARGIN_SECONDS};
 
 /// Kubernetes' default when a pod does not set `terminationGracePeriodSeconds`.
 const KUBERNETES_DEFAULT_GRACE: i64 = 30;
@@ -100,6 +100,18 @@ pub struct VolumeNames {
     pub bin: String,
 }
 
+impl VolumeNames {
+    /// The base names, or the first free `-N` variants, in this order.
+    fn allocate(names: &mut NameAllocator) -> Self {
+        Self {
+            certs: names.name(volume::CERTS),
+            storage: names.name(volume::STORAGE),
+            run: names.name(volume::RUN),
+            bin: names.name(volume::BIN),
+        }
+    }
+}
+
 /// A directory the runner and the daemon must see at the same path.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SharedDir {
@@ -135,7 +147,9 @@ impl<'a> NameAllocator<'a> {
     }
 }
 
-/// Builds the plan, or the denial message that names what is wrong.
+/// Builds the plan, or the denial that names what is wrong. Each resolver
+/// below settles one question; they run in the order their denials are
+/// checked (runner, mounts, drain, shared directories).
 pub fn plan(
     pod: &Value,
     config: &Config,
@@ -143,185 +157,46 @@ pub fn plan(
     auto_mode: Mode,
 ) -> Result<Plan, Denial> {
     let mut warnings = Vec::new();
-
-    let mode = match overrides.sidecar_mode.unwrap_or(config.sidecar_mode) {
-        SidecarMode::Classic => Mode::Classic,
-        SidecarMode::Native => Mode::Native,
-        SidecarMode::Auto => auto_mode,
-    };
+    let mode = Mode::resolve(
+        overrides.sidecar_mode.unwrap_or(config.sidecar_mode),
+        auto_mode,
+    );
     let native = mode == Mode::Native;
 
-    let containers = pod::containers(pod, ContainerList::Containers);
-    let runner_index = match &overrides.runner_container {
-        Some(wanted) => containers
-            .iter()
-            .position(|c| pod::name(c) == wanted)
-            .ok_or_else(|| {
-                let names: Vec<&str> = containers.iter().map(pod::name).collect();
-                Denial::new(
-                    DenyReason::RunnerNotFound,
-                    format!(
-                        "annotation {}: no container named {wanted:?} in the pod (containers: {})",
-                        annotation::RUNNER_CONTAINER,
-                        names.join(", ")
-                    ),
-                )
-            })?,
-        None => containers
-            .iter()
-            .position(|c| pod::name(c) == "runner")
-            .unwrap_or(0),
-    };
-    let runner = &containers[runner_index];
-    let runner_name = pod::name(runner).to_string();
+    let runner_index = runner_index(pod, overrides.runner_container.as_deref())?;
+    let runner = &pod::containers(pod, ContainerList::Containers)[runner_index];
+    let runner_name = pod::name(runner);
+    check_reserved_mounts(runner)?;
 
-    for m in pod::objects(runner, "volumeMounts") {
-        let at = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
-        if RUNNER_RESERVED_PATHS.contains(&at.trim_end_matches('/')) {
-            return Err(Denial::new(
-                DenyReason::ReservedMountPath,
-                format!(
-                    "container {runner_name:?} already mounts {at}, which dind-injector needs for \
-                     Docker's client certificates, coordination and helper binary"
-                ),
-            ));
-        }
-    }
-
-    let image = runner.get("image").and_then(Value::as_str).unwrap_or("");
-    let wrapped_command = match pod::strings(runner, "command") {
-        Some(cmd) if !cmd.is_empty() => Some(cmd.into_iter().map(String::from).collect()),
-        _ => overrides
-            .entrypoint
-            .clone()
-            .or_else(|| config.entrypoint_for(image).map(<[String]>::to_vec)),
-    };
+    let wrapped_command = wrapped_command(runner, config, &overrides);
     if wrapped_command.is_none() {
         warnings.push(format!(
             "container {runner_name:?} has no command: set annotation {} for drain and clean stop",
             annotation::ENTRYPOINT
         ));
     }
-    let supervised = wrapped_command.is_some();
-
-    // Grace period: the larger of the pod's own and the minimum; never lowered.
-    let spec = pod::spec(pod);
-    let current_grace = spec
-        .and_then(|s| s.get("terminationGracePeriodSeconds"))
-        .and_then(Value::as_i64);
-    let min_grace = overrides
-        .termination_grace_period
-        .unwrap_or(config.min_termination_grace_period_seconds);
-    let raise_grace_to = match current_grace {
-        Some(g) if g >= i64::from(min_grace) => None,
-        _ => Some(min_grace),
-    };
-    let grace = raise_grace_to.map_or_else(
-        || current_grace.unwrap_or(KUBERNETES_DEFAULT_GRACE),
-        i64::from,
-    );
-    let grace = u32::try_from(grace).unwrap_or(u32::MAX);
-
-    let drain_timeout = overrides
-        .drain_timeout
-        .unwrap_or(config.runner.drain_timeout_seconds);
-    let max = max_drain(grace).unwrap_or(0);
-    if drain_timeout > max {
-        let (who, what) = match (overrides.drain_timeout, overrides.termination_grace_period) {
-            (Some(_), _) => (format!("annotation {}", annotation::DRAIN_TIMEOUT), "set"),
-            (None, Some(_)) => (
-                format!("annotation {}", annotation::TERMINATION_GRACE_PERIOD),
-                "leaves the configured drain",
-            ),
-            (None, None) => (
-                "the pod's terminationGracePeriodSeconds".into(),
-                "leaves the drain",
-            ),
-        };
-        return Err(Denial::new(
-            DenyReason::DrainExceedsGrace,
-            format!(
-                "{who}: a drain of {drain_timeout}s ({what}) does not fit a grace period of \
-             {grace}s; Docker and the runner need {}s to stop, so set {} to at most {max}",
-                crate::engine::config::STOP_MARGIN_SECONDS,
-                annotation::DRAIN_TIMEOUT,
-            ),
-        ));
-    }
-
+    let grace = Grace::resolve(pod, config, &overrides);
+    let drain_timeout = drain_timeout(config, &overrides, grace.effective)?;
     let docker_wait_budget = overrides
         .docker_wait
         .unwrap_or(config.runner.docker_wait_seconds);
-    let docker_wait = if native { 0 } else { docker_wait_budget };
 
-    let host_pid = pod::spec_bool(pod, "hostPID");
-    let coordinated = !native && supervised;
-    let set_share_process_namespace =
-        coordinated && !host_pid && !pod::spec_bool(pod, "shareProcessNamespace");
+    // The lifecycle protocol runs only between a supervisor and a classic
+    // sidecar; it needs the PID namespace shared (hostPID shares it already).
+    let coordinated = !native && wrapped_command.is_some();
+    let set_share_process_namespace = coordinated
+        && !pod::spec_bool(pod, "hostPID")
+        && !pod::spec_bool(pod, "shareProcessNamespace");
 
     let mut names = NameAllocator::new(pod::volume_names(pod));
-    let volumes = VolumeNames {
-        certs: names.name(volume::CERTS),
-        storage: names.name(volume::STORAGE),
-        run: names.name(volume::RUN),
-        bin: names.name(volume::BIN),
-    };
-
-    let runner_mount_at = |dir: &str| {
-        pod::objects(runner, "volumeMounts")
-            .iter()
-            .find(|m| {
-                m.get("mountPath")
-                    .and_then(Value::as_str)
-                    .is_some_and(|p| p.trim_end_matches('/') == dir)
-            })
-            .cloned()
-    };
-    let mut shared = |dir: Option<String>, base: &str| {
-        dir.map(|path| match runner_mount_at(&path) {
-            Some(mount) => SharedDir::Existing { mount },
-            None => SharedDir::Added {
-                volume: names.name(base),
-                path,
-            },
-        })
-    };
-    let work = shared(
-        overrides
-            .work_dir
-            .unwrap_or_else(|| config.runner.work_dir.clone()),
-        volume::WORK,
-    );
-    let externals_dir = overrides
-        .externals_dir
-        .unwrap_or_else(|| config.runner.externals_dir.clone());
-    if let (Some(SharedDir::Added { path, .. }), Some(ext)) = (&work, &externals_dir) {
-        if path == ext {
-            return Err(Denial::new(
-                DenyReason::SharedDirConflict,
-                format!(
-                    "annotations {} and {}: both are {path}; they must differ",
-                    annotation::WORK_DIR,
-                    annotation::EXTERNALS_DIR
-                ),
-            ));
-        }
-    }
-    let externals = shared(externals_dir, volume::EXTERNALS);
+    let volumes = VolumeNames::allocate(&mut names);
+    let (work, externals) = shared_dirs(runner, config, &overrides, &mut names)?;
     let externals_copy = match &externals {
         Some(SharedDir::Added { path, .. }) => Some(path.clone()),
         _ => None,
     };
 
-    let env_kept: Vec<&'static str> = RUNNER_ENV
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| {
-            pod::objects(runner, "env")
-                .iter()
-                .any(|e| e.get("name").and_then(Value::as_str) == Some(name))
-        })
-        .collect();
+    let env_kept = env_kept(runner);
     if !env_kept.is_empty() {
         warnings.push(format!(
             "container {runner_name:?} sets {} itself; kept as is",
@@ -344,13 +219,199 @@ pub fn plan(
         runner_index,
         wrapped_command,
         set_share_process_namespace,
-        raise_grace_to,
+        raise_grace_to: grace.raise_to,
         drain_timeout,
-        docker_wait,
+        // Native: the kubelet starts the runner only after the startup probe.
+        docker_wait: if native { 0 } else { docker_wait_budget },
         externals_copy,
         env_kept,
         warnings,
     })
+}
+
+/// The annotated container, else the one named `runner`, else the first.
+fn runner_index(pod: &Value, wanted: Option<&str>) -> Result<usize, Denial> {
+    let containers = pod::containers(pod, ContainerList::Containers);
+    let Some(wanted) = wanted else {
+        return Ok(containers
+            .iter()
+            .position(|c| pod::name(c) == "runner")
+            .unwrap_or(0));
+    };
+    containers
+        .iter()
+        .position(|c| pod::name(c) == wanted)
+        .ok_or_else(|| {
+            let names: Vec<&str> = containers.iter().map(pod::name).collect();
+            Denial::new(
+                DenyReason::RunnerNotFound,
+                format!(
+                    "annotation {}: no container named {wanted:?} in the pod (containers: {})",
+                    annotation::RUNNER_CONTAINER,
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+/// The runner must leave us the paths of its client certificates, the run
+/// dir and the bin dir.
+fn check_reserved_mounts(runner: &Value) -> Result<(), Denial> {
+    for m in pod::objects(runner, "volumeMounts") {
+        let at = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+        if RUNNER_RESERVED_PATHS.contains(&at.trim_end_matches('/')) {
+            return Err(Denial::new(
+                DenyReason::ReservedMountPath,
+                format!(
+                    "container {:?} already mounts {at}, which dind-injector needs for \
+                     Docker's client certificates, coordination and helper binary",
+                    pod::name(runner)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the supervisor wraps: the runner's command, else the annotated
+/// entrypoint, else the configured one for its image; `None` if unknown.
+fn wrapped_command(runner: &Value, config: &Config, overrides: &Overrides) -> Option<Vec<String>> {
+    match pod::strings(runner, "command") {
+        Some(cmd) if !cmd.is_empty() => Some(cmd.into_iter().map(String::from).collect()),
+        _ => {
+            let image = runner.get("image").and_then(Value::as_str).unwrap_or("");
+            overrides
+                .entrypoint
+                .clone()
+                .or_else(|| config.entrypoint_for(image).map(<[String]>::to_vec))
+        }
+    }
+}
+
+/// The pod's grace period: the larger of its own and the minimum, never lowered.
+struct Grace {
+    /// The new `terminationGracePeriodSeconds`, when the pod's is too short.
+    raise_to: Option<u32>,
+    /// The grace period the pod will have.
+    effective: u32,
+}
+
+impl Grace {
+    fn resolve(pod: &Value, config: &Config, overrides: &Overrides) -> Self {
+        let current = pod::spec(pod)
+            .and_then(|s| s.get("terminationGracePeriodSeconds"))
+            .and_then(Value::as_i64);
+        let min = overrides
+            .termination_grace_period
+            .unwrap_or(config.min_termination_grace_period_seconds);
+        let raise_to = match current {
+            Some(g) if g >= i64::from(min) => None,
+            _ => Some(min),
+        };
+        let effective =
+            raise_to.map_or_else(|| current.unwrap_or(KUBERNETES_DEFAULT_GRACE), i64::from);
+        Self {
+            raise_to,
+            effective: u32::try_from(effective).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// The drain timeout, which must leave the stop margin of the grace period;
+/// the denial names the setting to change.
+fn drain_timeout(config: &Config, overrides: &Overrides, grace: u32) -> Result<u32, Denial> {
+    let drain_timeout = overrides
+        .drain_timeout
+        .unwrap_or(config.runner.drain_timeout_seconds);
+    let max = max_drain(grace).unwrap_or(0);
+    if drain_timeout <= max {
+        return Ok(drain_timeout);
+    }
+    let (who, what) = match (overrides.drain_timeout, overrides.termination_grace_period) {
+        (Some(_), _) => (format!("annotation {}", annotation::DRAIN_TIMEOUT), "set"),
+        (None, Some(_)) => (
+            format!("annotation {}", annotation::TERMINATION_GRACE_PERIOD),
+            "leaves the configured drain",
+        ),
+        (None, None) => (
+            "the pod's terminationGracePeriodSeconds".into(),
+            "leaves the drain",
+        ),
+    };
+    Err(Denial::new(
+        DenyReason::DrainExceedsGrace,
+        format!(
+            "{who}: a drain of {drain_timeout}s ({what}) does not fit a grace period of \
+             {grace}s; Docker and the runner need {}s to stop, so set {} to at most {max}",
+            STOP_MARGIN_SECONDS,
+            annotation::DRAIN_TIMEOUT,
+        ),
+    ))
+}
+
+/// The work directory and the externals, each shared with the daemon at the
+/// same path: the runner's own mount if it has one there, else a new volume.
+fn shared_dirs(
+    runner: &Value,
+    config: &Config,
+    overrides: &Overrides,
+    names: &mut NameAllocator,
+) -> Result<(Option<SharedDir>, Option<SharedDir>), Denial> {
+    let runner_mount_at = |dir: &str| {
+        pod::objects(runner, "volumeMounts")
+            .iter()
+            .find(|m| {
+                m.get("mountPath")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| p.trim_end_matches('/') == dir)
+            })
+            .cloned()
+    };
+    let mut shared = |dir: Option<String>, base: &str| {
+        dir.map(|path| match runner_mount_at(&path) {
+            Some(mount) => SharedDir::Existing { mount },
+            None => SharedDir::Added {
+                volume: names.name(base),
+                path,
+            },
+        })
+    };
+    let work_dir = overrides.work_dir.clone();
+    let work = shared(
+        work_dir.unwrap_or_else(|| config.runner.work_dir.clone()),
+        volume::WORK,
+    );
+    let externals_dir = overrides
+        .externals_dir
+        .clone()
+        .unwrap_or_else(|| config.runner.externals_dir.clone());
+    if let (Some(SharedDir::Added { path, .. }), Some(ext)) = (&work, &externals_dir) {
+        if path == ext {
+            return Err(Denial::new(
+                DenyReason::SharedDirConflict,
+                format!(
+                    "annotations {} and {}: both are {path}; they must differ",
+                    annotation::WORK_DIR,
+                    annotation::EXTERNALS_DIR
+                ),
+            ));
+        }
+    }
+    Ok((work, shared(externals_dir, volume::EXTERNALS)))
+}
+
+/// Docker variables the runner already sets itself (left as they are).
+fn env_kept(runner: &Value) -> Vec<&'static str> {
+    let sets = |name: &str| {
+        pod::objects(runner, "env")
+            .iter()
+            .any(|e| e.get("name").and_then(Value::as_str) == Some(name))
+    };
+    RUNNER_ENV
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| sets(name))
+        .collect()
 }
 
 #[cfg(test)]
