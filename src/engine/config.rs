@@ -252,124 +252,44 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_image("injector.image", &self.injector.image)?;
         check_image("dind.image", &self.dind.image)?;
-        for (kind, map) in [
-            ("requests", &self.dind.resources.requests),
-            ("limits", &self.dind.resources.limits),
-        ] {
-            for (name, value) in map {
-                if !quantity::is_valid(value) {
-                    return Err(invalid(
-                        format!("dind.resources.{kind}.{name}"),
-                        format!("{value:?} is not a Kubernetes quantity (e.g. 500m, 2Gi)"),
-                    ));
-                }
-            }
+        self.dind.validate()?;
+        self.runner.validate()?;
+        self.validate_durations()?;
+        for (i, known) in self.known_images.iter().enumerate() {
+            known.validate(&format!("knownImages[{i}]"))?;
         }
-        if let Some(limit) = &self.dind.storage_size_limit {
-            if !quantity::is_valid(limit) {
-                return Err(invalid(
-                    "dind.storageSizeLimit",
-                    format!("{limit:?} is not a Kubernetes quantity (e.g. 20Gi)"),
-                ));
-            }
-        }
-        for (i, arg) in self.dind.dockerd_args.iter().enumerate() {
-            check_dockerd_arg(&format!("dind.dockerdArgs[{i}]"), arg)?;
-        }
-        for (i, url) in self.dind.registry_mirrors.iter().enumerate() {
-            let field = format!("dind.registryMirrors[{i}]");
-            let rest = url
-                .strip_prefix("https://")
-                .or_else(|| url.strip_prefix("http://"));
-            match rest {
-                Some(host) if !host.is_empty() && !url.chars().any(char::is_whitespace) => {}
-                _ => {
-                    return Err(invalid(
-                        field,
-                        format!("{url:?} is not an http:// or https:// URL"),
-                    ))
-                }
-            }
-        }
-        for (field, dir) in [
-            ("runner.workDir", &self.runner.work_dir),
-            ("runner.externalsDir", &self.runner.externals_dir),
-        ] {
-            if let Some(dir) = dir {
-                check_mount_path(dir).map_err(|m| invalid(field, m))?;
-            }
-        }
-        if let (Some(work), Some(ext)) = (&self.runner.work_dir, &self.runner.externals_dir) {
-            if work == ext {
-                return Err(invalid(
-                    "runner.externalsDir",
-                    format!("{ext:?} is also runner.workDir; they must differ"),
-                ));
-            }
-        }
-        if self.runner.drain_process.is_empty() || self.runner.drain_process.contains('/') {
-            return Err(invalid(
-                "runner.drainProcess",
-                format!(
-                    "{:?} is not a process name (non-empty, no '/')",
-                    self.runner.drain_process
-                ),
-            ));
-        }
-        check_seconds(
-            "minTerminationGracePeriodSeconds",
-            self.min_termination_grace_period_seconds,
-            1,
-        )?;
-        check_seconds(
-            "runner.drainTimeoutSeconds",
-            self.runner.drain_timeout_seconds,
-            0,
-        )?;
+        Ok(())
+    }
+
+    /// Every seconds field in range, and the drain inside the grace period
+    /// with [`STOP_MARGIN_SECONDS`] to spare.
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        let grace = self.min_termination_grace_period_seconds;
+        let drain = self.runner.drain_timeout_seconds;
+        check_seconds("minTerminationGracePeriodSeconds", grace, 1)?;
+        check_seconds("runner.drainTimeoutSeconds", drain, 0)?;
         check_seconds(
             "runner.dockerWaitSeconds",
             self.runner.docker_wait_seconds,
             0,
         )?;
-        if let Some(max) = max_drain(self.min_termination_grace_period_seconds) {
-            if self.runner.drain_timeout_seconds > max {
-                return Err(invalid(
-                    "runner.drainTimeoutSeconds",
-                    format!(
-                        "{} leaves less than {STOP_MARGIN_SECONDS}s of \
-                         minTerminationGracePeriodSeconds ({}) to stop the runner and Docker; \
-                         use at most {max}",
-                        self.runner.drain_timeout_seconds,
-                        self.min_termination_grace_period_seconds
-                    ),
-                ));
-            }
-        } else {
+        let Some(max) = max_drain(grace) else {
             return Err(invalid(
                 "minTerminationGracePeriodSeconds",
                 format!(
-                    "{} is too short: the runner and Docker need at least {STOP_MARGIN_SECONDS}s to stop",
-                    self.min_termination_grace_period_seconds
+                    "{grace} is too short: the runner and Docker need at least {STOP_MARGIN_SECONDS}s to stop"
                 ),
             ));
-        }
-        for (i, known) in self.known_images.iter().enumerate() {
-            let field = format!("knownImages[{i}]");
-            let repo = known.image.strip_suffix('*').unwrap_or(&known.image);
-            if known.image.is_empty()
-                || repo.contains('*')
-                || repo.contains('@')
-                || crate::engine::image::repository(repo) != repo
-            {
-                return Err(invalid(
-                    format!("{field}.image"),
-                    format!(
-                        "{:?} is not an image repository (no tag or digest) or a prefix ending in '*'",
-                        known.image
-                    ),
-                ));
-            }
-            check_command(&format!("{field}.entrypoint"), &known.entrypoint)?;
+        };
+        if drain > max {
+            return Err(invalid(
+                "runner.drainTimeoutSeconds",
+                format!(
+                    "{drain} leaves less than {STOP_MARGIN_SECONDS}s of \
+                     minTerminationGracePeriodSeconds ({grace}) to stop the runner and Docker; \
+                     use at most {max}"
+                ),
+            ));
         }
         Ok(())
     }
@@ -380,6 +300,105 @@ impl Config {
             .iter()
             .find(|k| crate::engine::image::matches(&k.image, image))
             .map(|k| k.entrypoint.as_slice())
+    }
+}
+
+impl DindConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (kind, map) in [
+            ("requests", &self.resources.requests),
+            ("limits", &self.resources.limits),
+        ] {
+            for (name, value) in map {
+                if !quantity::is_valid(value) {
+                    return Err(invalid(
+                        format!("dind.resources.{kind}.{name}"),
+                        format!("{value:?} is not a Kubernetes quantity (e.g. 500m, 2Gi)"),
+                    ));
+                }
+            }
+        }
+        if let Some(limit) = &self.storage_size_limit {
+            if !quantity::is_valid(limit) {
+                return Err(invalid(
+                    "dind.storageSizeLimit",
+                    format!("{limit:?} is not a Kubernetes quantity (e.g. 20Gi)"),
+                ));
+            }
+        }
+        for (i, arg) in self.dockerd_args.iter().enumerate() {
+            check_dockerd_arg(&format!("dind.dockerdArgs[{i}]"), arg)?;
+        }
+        for (i, url) in self.registry_mirrors.iter().enumerate() {
+            check_url(&format!("dind.registryMirrors[{i}]"), url)?;
+        }
+        Ok(())
+    }
+}
+
+impl RunnerConfig {
+    /// The shared directories and the drain process (the seconds are
+    /// checked with the grace period, in [`Config::validate`]).
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, dir) in [
+            ("runner.workDir", &self.work_dir),
+            ("runner.externalsDir", &self.externals_dir),
+        ] {
+            if let Some(dir) = dir {
+                check_mount_path(dir).map_err(|m| invalid(field, m))?;
+            }
+        }
+        if let (Some(work), Some(ext)) = (&self.work_dir, &self.externals_dir) {
+            if work == ext {
+                return Err(invalid(
+                    "runner.externalsDir",
+                    format!("{ext:?} is also runner.workDir; they must differ"),
+                ));
+            }
+        }
+        if self.drain_process.is_empty() || self.drain_process.contains('/') {
+            return Err(invalid(
+                "runner.drainProcess",
+                format!(
+                    "{:?} is not a process name (non-empty, no '/')",
+                    self.drain_process
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl KnownImage {
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let repo = self.image.strip_suffix('*').unwrap_or(&self.image);
+        if self.image.is_empty()
+            || repo.contains('*')
+            || repo.contains('@')
+            || crate::engine::image::repository(repo) != repo
+        {
+            return Err(invalid(
+                format!("{field}.image"),
+                format!(
+                    "{:?} is not an image repository (no tag or digest) or a prefix ending in '*'",
+                    self.image
+                ),
+            ));
+        }
+        check_command(&format!("{field}.entrypoint"), &self.entrypoint)
+    }
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !url.chars().any(char::is_whitespace) => Ok(()),
+        _ => Err(invalid(
+            field,
+            format!("{url:?} is not an http:// or https:// URL"),
+        )),
     }
 }
 

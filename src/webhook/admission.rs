@@ -61,6 +61,31 @@ pub enum BadReview {
 /// Reviews one AdmissionReview body.
 pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| BadReview::NotJson(e.to_string()))?;
+    let (api_version, request, uid) = envelope(&doc)?;
+    let object = request.get("object").filter(|o| !o.is_null());
+    let mut subject = subject_of(uid, request, object);
+    let (reply, outcome) = match pod_to_review(request, object) {
+        Ok(pod) => {
+            subject.dry_run = request
+                .get("dryRun")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            // dryRun requests are answered exactly like real ones: no side effects.
+            decide(engine, pod)
+        }
+        Err(unhandled) => unhandled,
+    };
+    let (review, detail) = respond(api_version, uid, reply);
+    Ok(Answer {
+        review,
+        outcome,
+        subject,
+        detail,
+    })
+}
+
+/// The apiVersion (answered in kind), the request and its uid.
+fn envelope(doc: &Value) -> Result<(&str, &Value, &str), BadReview> {
     let api_version = match doc.get("apiVersion").and_then(Value::as_str) {
         Some(v @ (API_V1 | API_V1BETA1)) => v,
         Some(other) => return Err(BadReview::UnsupportedApiVersion(other.into())),
@@ -78,19 +103,16 @@ pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty())
         .ok_or(BadReview::NoUid)?;
+    Ok((api_version, request, uid))
+}
 
-    let object = request.get("object").filter(|o| !o.is_null());
-    let mut subject = subject_of(uid, request, object);
-    let answer = |reply: Reply, outcome: Outcome, subject: Subject| {
-        let (review, detail) = respond(api_version, uid, reply);
-        Answer {
-            review,
-            outcome,
-            subject,
-            detail,
-        }
-    };
-
+/// The pod the engine should decide on, or the answer to a well-formed
+/// review that is not for it (allowed unchanged, with a warning where the
+/// webhook's configuration is wrong).
+fn pod_to_review<'a>(
+    request: &Value,
+    object: Option<&'a Value>,
+) -> Result<&'a Value, (Reply, Outcome)> {
     let kind = request.get("kind");
     let field = |k: &str| {
         kind.and_then(|v| v.get(k))
@@ -104,76 +126,53 @@ pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
             gvk.trim_start_matches('/')
         );
         let outcome = Outcome::Skipped(Skip::Engine(SkipReason::NotAPod));
-        return Ok(answer(Reply::Allow(Some(&warning)), outcome, subject));
+        return Err((Reply::Allow(Some(warning)), outcome));
     }
-    let operation = request
-        .get("operation")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if operation != "CREATE" {
-        return Ok(answer(
-            Reply::Allow(None),
-            Outcome::Skipped(Skip::NotCreate),
-            subject,
-        ));
+    if request.get("operation").and_then(Value::as_str) != Some("CREATE") {
+        return Err((Reply::Allow(None), Outcome::Skipped(Skip::NotCreate)));
     }
-    let Some(pod) = object else {
+    object.ok_or_else(|| {
         let warning = "dind-injector got a CREATE without an object; pod left unchanged";
-        return Ok(answer(
-            Reply::Allow(Some(warning)),
+        (
+            Reply::Allow(Some(warning.into())),
             Outcome::Skipped(Skip::NoObject),
-            subject,
-        ));
-    };
-    subject.dry_run = request
-        .get("dryRun")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-
-    // dryRun requests are answered exactly like real ones: no side effects.
-    Ok(match engine.review(pod) {
-        Ok(Decision::Inject(injection)) => match serde_json::to_vec(&injection.patch) {
-            Ok(patch) => answer(
-                Reply::Patch(&patch, &injection.warnings),
-                Outcome::Injected,
-                subject,
-            ),
-            Err(e) => {
-                let message =
-                    format!("dind-injector: cannot encode the patch: {e}; please report it");
-                answer(
-                    Reply::Deny(500, &message),
-                    Outcome::Error(ErrorReason::Internal),
-                    subject,
-                )
-            }
-        },
-        Ok(Decision::Skip { reason, warning }) => answer(
-            Reply::Allow(warning.as_deref()),
-            Outcome::Skipped(Skip::Engine(reason)),
-            subject,
-        ),
-        Ok(Decision::Deny { reason, message }) => {
-            answer(Reply::Deny(403, &message), Outcome::Denied(reason), subject)
-        }
-        Err(bug) => {
-            let message = format!("dind-injector: {bug}; please report it");
-            answer(
-                Reply::Deny(500, &message),
-                Outcome::Error(ErrorReason::Internal),
-                subject,
-            )
-        }
+        )
     })
 }
 
+/// The engine's decision as an answer. An engine bug is answered
+/// `allowed: false` with code 500 and a message asking to report it.
+fn decide(engine: &Engine, pod: &Value) -> (Reply, Outcome) {
+    let bug = |what: String| {
+        let message = format!("dind-injector: {what}; please report it");
+        (
+            Reply::Deny(500, message),
+            Outcome::Error(ErrorReason::Internal),
+        )
+    };
+    match engine.review(pod) {
+        Ok(Decision::Inject(injection)) => match serde_json::to_vec(&injection.patch) {
+            Ok(patch) => (Reply::Patch(patch, injection.warnings), Outcome::Injected),
+            Err(e) => bug(format!("cannot encode the patch: {e}")),
+        },
+        Ok(Decision::Skip { reason, warning }) => (
+            Reply::Allow(warning),
+            Outcome::Skipped(Skip::Engine(reason)),
+        ),
+        Ok(Decision::Deny { reason, message }) => {
+            (Reply::Deny(403, message), Outcome::Denied(reason))
+        }
+        Err(e) => bug(e.to_string()),
+    }
+}
+
 /// The three kinds of answer an AdmissionReview can carry.
-enum Reply<'a> {
+enum Reply {
     /// The encoded JSON Patch and the warnings.
-    Patch(&'a [u8], &'a [String]),
-    Allow(Option<&'a str>),
+    Patch(Vec<u8>, Vec<String>),
+    Allow(Option<String>),
     /// HTTP-style status code and the user-facing message.
-    Deny(u16, &'a str),
+    Deny(u16, String),
 }
 
 fn subject_of(uid: &str, request: &Value, object: Option<&Value>) -> Subject {
@@ -214,11 +213,11 @@ fn respond(api_version: &str, uid: &str, reply: Reply) -> (Value, String) {
         Reply::Patch(patch, warnings) => {
             response["patchType"] = json!("JSONPatch");
             response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
-            set_warnings(&mut response, warnings);
+            set_warnings(&mut response, &warnings);
             warnings.join("; ")
         }
         Reply::Allow(warning) => {
-            let warnings: Vec<String> = warning.iter().map(|w| w.to_string()).collect();
+            let warnings: Vec<String> = warning.into_iter().collect();
             set_warnings(&mut response, &warnings);
             warnings.join("; ")
         }
@@ -230,7 +229,7 @@ fn respond(api_version: &str, uid: &str, reply: Reply) -> (Value, String) {
                 "Forbidden"
             };
             response["status"] = json!({"code": code, "reason": reason, "message": message});
-            message.to_string()
+            message
         }
     };
     (

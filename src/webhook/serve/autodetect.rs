@@ -21,28 +21,28 @@ use crate::webhook::detect::{self, Detected};
 /// Nodes per list call; large clusters are read in pages.
 const PAGE: u32 = 500;
 
-/// How a detection went, for the log.
+/// How one detection went, for the log and the engine.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Detection {
     Decided(Detected),
     /// No answer from the cluster: classic, and why.
     Unavailable(String),
 }
 
-impl Outcome {
+impl Detection {
     pub fn mode(&self) -> Mode {
         match self {
-            Outcome::Decided(Detected::Native { .. }) => Mode::Native,
+            Detection::Decided(Detected::Native { .. }) => Mode::Native,
             _ => Mode::Classic,
         }
     }
 }
 
 /// Reads the versions and decides; never fails (classic with a reason).
-pub async fn detect(client: &kube::Client) -> Outcome {
+pub async fn detect(client: &kube::Client) -> Detection {
     let info = match client.apiserver_version().await {
         Ok(info) => info,
-        Err(e) => return Outcome::Unavailable(format!("cannot read the apiserver version: {e}")),
+        Err(e) => return Detection::Unavailable(format!("cannot read the apiserver version: {e}")),
     };
     let nodes: Api<Node> = Api::all(client.clone());
     let mut kubelets = Vec::new();
@@ -51,7 +51,7 @@ pub async fn detect(client: &kube::Client) -> Outcome {
         let page = match nodes.list(&params).await {
             Ok(page) => page,
             Err(e) => {
-                return Outcome::Unavailable(format!(
+                return Detection::Unavailable(format!(
                     "cannot list nodes (the ServiceAccount needs `list` on nodes): {e}"
                 ))
             }
@@ -68,12 +68,12 @@ pub async fn detect(client: &kube::Client) -> Outcome {
         }
     }
     let kubelets: Vec<&str> = kubelets.iter().map(String::as_str).collect();
-    Outcome::Decided(detect::decide(&info.git_version, &kubelets))
+    Detection::Decided(detect::decide(&info.git_version, &kubelets))
 }
 
-fn log(outcome: &Outcome) {
-    match outcome {
-        Outcome::Decided(Detected::Native {
+fn log(detection: &Detection) {
+    match detection {
+        Detection::Decided(Detected::Native {
             apiserver,
             oldest_kubelet,
         }) => tracing::info!(
@@ -82,10 +82,10 @@ fn log(outcome: &Outcome) {
             oldest_kubelet = %oldest_kubelet.map_or("none".into(), |v| v.to_string()),
             "sidecarMode auto: the cluster has native sidecars"
         ),
-        Outcome::Decided(Detected::Classic { reason }) => {
+        Detection::Decided(Detected::Classic { reason }) => {
             tracing::info!(mode = "classic", %reason, "sidecarMode auto: classic")
         }
-        Outcome::Unavailable(reason) => tracing::warn!(
+        Detection::Unavailable(reason) => tracing::warn!(
             mode = "classic",
             %reason,
             "sidecarMode auto: no answer from the Kubernetes API; using classic"
@@ -107,7 +107,7 @@ pub async fn run(
     let client = match kube::Client::try_default().await {
         Ok(client) => Some(client),
         Err(e) => {
-            log(&Outcome::Unavailable(format!(
+            log(&Detection::Unavailable(format!(
                 "no Kubernetes client configuration (in-cluster or KUBECONFIG): {e}"
             )));
             None
@@ -122,14 +122,14 @@ pub async fn run(
     let mut first = Some(first);
     let mut last: Option<String> = None;
     loop {
-        let outcome = detect(&client).await;
+        let detection = detect(&client).await;
         // Log when the answer (or its reason) changes, not at every check.
-        let summary = format!("{outcome:?}");
+        let summary = format!("{detection:?}");
         if last.as_deref() != Some(&summary) {
-            log(&outcome);
+            log(&detection);
             last = Some(summary);
         }
-        let mode = outcome.mode();
+        let mode = detection.mode();
         engine.set_auto_mode(mode);
         metrics.set_sidecar_mode(mode.as_str());
         if let Some(first) = first.take() {

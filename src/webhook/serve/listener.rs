@@ -7,6 +7,7 @@
 //! connections, and a shutdown that lets in-flight requests finish.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// Connection limits and timeouts.
@@ -43,23 +45,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     on_connections: impl Fn(i64) + Send + Sync + 'static,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let on_connections = Arc::new(on_connections);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(250);
-    let builder = Arc::new(builder);
+    let shared = Arc::new(Shared {
+        acceptor: TlsAcceptor::from(tls),
+        builder: http_builder(&limits),
+        app,
+        limits,
+        on_connections: Box::new(on_connections),
+    });
 
     tokio::pin!(shutdown);
     loop {
@@ -76,68 +70,16 @@ pub async fn serve(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = limits.max_connections, "connection limit reached; closing new connection");
+            let max = shared.limits.max_connections;
+            tracing::warn!(%peer, max, "connection limit reached; closing new connection");
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, builder, app, limits) = (
-            acceptor.clone(),
-            builder.clone(),
-            app.clone(),
-            limits.clone(),
-        );
-        let mut stop_rx = stop_rx.clone();
-        let on_connections = on_connections.clone();
+        let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            on_connections(1);
-            let activity = Activity::new();
-            let io = TokioIo::new(Tracked {
-                inner: tls,
-                activity: activity.clone(),
-            });
-            let service = TowerToHyperService::new(app);
-            let conn = builder.serve_connection(io, service);
-            tokio::pin!(conn);
-            let mut closing = *stop_rx.borrow();
-            if closing {
-                conn.as_mut().graceful_shutdown();
-            }
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    changed = stop_rx.changed(), if !closing => {
-                        if changed.is_err() || *stop_rx.borrow() {
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                    () = activity.idle_for(limits.idle_timeout), if !closing => {
-                        tracing::debug!(%peer, "closing idle connection");
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-            }
-            on_connections(-1);
+            shared.connection(tcp, peer, stop_rx).await;
         });
     }
 
@@ -145,6 +87,28 @@ pub async fn serve(
     // finish what they are doing.
     drop(listener);
     let _ = stop_tx.send(true);
+    wait_for_connections(&permits, &shared.limits).await;
+}
+
+/// HTTP/1.1 and HTTP/2 with the header-read timeout and keep-alive pings.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(250);
+    builder
+}
+
+/// Waits until every connection has closed, at most `shutdown_grace`.
+async fn wait_for_connections(permits: &Semaphore, limits: &Limits) {
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(all)).await;
     match drained {
@@ -153,6 +117,78 @@ pub async fn serve(
             open = limits.max_connections - permits.available_permits(),
             "shutdown grace period over; closing remaining connections"
         ),
+    }
+}
+
+/// What every connection task shares.
+struct Shared {
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    app: axum::Router,
+    limits: Limits,
+    on_connections: Box<dyn Fn(i64) + Send + Sync>,
+}
+
+impl Shared {
+    /// One connection: the bounded TLS handshake, then HTTP until the peer
+    /// leaves, it idles out, or shutdown asks it to close.
+    async fn connection(&self, tcp: TcpStream, peer: SocketAddr, stop_rx: watch::Receiver<bool>) {
+        let handshake = self.acceptor.accept(tcp);
+        let tls = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        (self.on_connections)(1);
+        self.http(tls, peer, stop_rx).await;
+        (self.on_connections)(-1);
+    }
+
+    async fn http(
+        &self,
+        tls: TlsStream<TcpStream>,
+        peer: SocketAddr,
+        mut stop_rx: watch::Receiver<bool>,
+    ) {
+        let activity = Activity::new();
+        let io = TokioIo::new(Tracked {
+            inner: tls,
+            activity: activity.clone(),
+        });
+        let service = TowerToHyperService::new(self.app.clone());
+        let conn = self.builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        let mut closing = *stop_rx.borrow();
+        if closing {
+            conn.as_mut().graceful_shutdown();
+        }
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                changed = stop_rx.changed(), if !closing => {
+                    if changed.is_err() || *stop_rx.borrow() {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                () = activity.idle_for(self.limits.idle_timeout), if !closing => {
+                    tracing::debug!(%peer, "closing idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
     }
 }
 

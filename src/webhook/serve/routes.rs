@@ -47,21 +47,76 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// A request refused before review, with the status and a message that says
-/// what was wrong; counted as `error` with a stable reason.
-fn refuse(state: &AppState, status: StatusCode, reason: ErrorReason, message: String) -> Response {
-    state.metrics.review(Outcome::Error(reason), None);
-    let reason = reason.as_str();
-    tracing::warn!(status = status.as_u16(), reason, %message, "request refused");
-    let mut response = (status, format!("{message}\n")).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+/// A request refused without a review: the status, a stable reason and a
+/// message that says what was wrong; counted as `error` with that reason.
+struct Refusal {
+    status: StatusCode,
+    reason: ErrorReason,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: ErrorReason, message: String) -> Self {
+        Self {
+            status,
+            reason,
+            message,
+        }
+    }
+
+    fn respond(self, state: &AppState) -> Response {
+        let Refusal {
+            status,
+            reason,
+            message,
+        } = self;
+        state.metrics.review(Outcome::Error(reason), None);
+        let reason = reason.as_str();
+        tracing::warn!(status = status.as_u16(), reason, %message, "request refused");
+        let mut response = (status, format!("{message}\n")).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match read_json_body(&state, &headers, body).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal.respond(&state),
+    };
+    let reviewed_at = Instant::now();
+    let answer = match admission::review(&state.engine.get(), &bytes) {
+        Ok(answer) => answer,
+        Err(bad) => {
+            let status = StatusCode::BAD_REQUEST;
+            return Refusal::new(status, ErrorReason::BadReview, bad.to_string()).respond(&state);
+        }
+    };
+    let took = reviewed_at.elapsed();
+    state.metrics.review(answer.outcome, Some(took));
+    log_review(&answer, took);
+    match serde_json::to_vec(&answer.review) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorReason::Encode,
+            format!("cannot encode the answer: {e}"),
+        )
+        .respond(&state),
+    }
+}
+
+/// The body of a JSON request, within the size limit (declared length
+/// first, then while reading, so chunked bodies are bounded too) and the
+/// body timeout.
+async fn read_json_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Refusal> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -72,94 +127,61 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     });
     if !is_json {
         let got = content_type.unwrap_or_else(|| "none".into());
-        return refuse(
-            &state,
+        return Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorReason::UnsupportedMediaType,
             format!("content type must be application/json, got {got}"),
-        );
+        ));
     }
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorReason::TooLarge,
+            format!("request body is larger than {} bytes", state.max_body_bytes),
+        )
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-        return too_large(&state);
+        return Err(too_large());
     }
-    let collected = tokio::time::timeout(
-        state.body_timeout,
-        Limited::new(body, state.max_body_bytes).collect(),
-    )
-    .await;
-    let bytes: Bytes = match collected {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(&state),
-        Ok(Err(e)) => {
-            return refuse(
-                &state,
-                StatusCode::BAD_REQUEST,
-                ErrorReason::BadBody,
-                format!("cannot read the request body: {e}"),
-            )
-        }
-        Err(_) => {
-            return refuse(
-                &state,
-                StatusCode::REQUEST_TIMEOUT,
-                ErrorReason::BodyTimeout,
-                format!(
-                    "the request body did not arrive within {:?}",
-                    state.body_timeout
-                ),
-            )
-        }
-    };
-
-    let reviewed_at = Instant::now();
-    match admission::review(&state.engine.get(), &bytes) {
-        Ok(answer) => {
-            let took = reviewed_at.elapsed();
-            state.metrics.review(answer.outcome, Some(took));
-            let s = &answer.subject;
-            let level_warn = answer.outcome.is_problem();
-            macro_rules! log_review {
-                ($level:ident) => {
-                    tracing::$level!(
-                        uid = %s.uid, namespace = %s.namespace, pod = %s.name, owner = %s.owner,
-                        dry_run = s.dry_run, decision = answer.outcome.as_str(), reason = answer.outcome.reason(),
-                        detail = %answer.detail, duration_us = took.as_micros() as u64, "review"
-                    )
-                };
-            }
-            if level_warn {
-                log_review!(warn);
-            } else {
-                log_review!(info);
-            }
-            match serde_json::to_vec(&answer.review) {
-                Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-                Err(e) => refuse(
-                    &state,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorReason::Encode,
-                    format!("cannot encode the answer: {e}"),
-                ),
-            }
-        }
-        Err(bad) => refuse(
-            &state,
+    let limited = Limited::new(body, state.max_body_bytes).collect();
+    match tokio::time::timeout(state.body_timeout, limited).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            ErrorReason::BadReview,
-            bad.to_string(),
-        ),
+            ErrorReason::BadBody,
+            format!("cannot read the request body: {e}"),
+        )),
+        Err(_) => Err(Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorReason::BodyTimeout,
+            format!(
+                "the request body did not arrive within {:?}",
+                state.body_timeout
+            ),
+        )),
     }
 }
 
-fn too_large(state: &AppState) -> Response {
-    refuse(
-        state,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorReason::TooLarge,
-        format!("request body is larger than {} bytes", state.max_body_bytes),
-    )
+/// One line per review: at warn when the user or the operator has to act.
+fn log_review(answer: &admission::Answer, took: Duration) {
+    let s = &answer.subject;
+    macro_rules! log_review {
+        ($level:ident) => {
+            tracing::$level!(
+                uid = %s.uid, namespace = %s.namespace, pod = %s.name, owner = %s.owner,
+                dry_run = s.dry_run, decision = answer.outcome.as_str(), reason = answer.outcome.reason(),
+                detail = %answer.detail, duration_us = took.as_micros() as u64, "review"
+            )
+        };
+    }
+    if answer.outcome.is_problem() {
+        log_review!(warn);
+    } else {
+        log_review!(info);
+    }
 }

@@ -45,17 +45,29 @@ impl EngineHandle {
 }
 
 /// Whether the webhook should receive traffic: once its certificate is
-/// loaded and until shutdown begins. One place decides.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// loaded and until shutdown begins. One place decides, and the
+/// `dind_injector_ready` gauge follows it.
+#[derive(Clone)]
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    metrics: Arc<metrics::Metrics>,
+}
 
 impl Readiness {
+    fn new(metrics: Arc<metrics::Metrics>) -> Self {
+        Self {
+            ready: Arc::default(),
+            metrics,
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
     }
 
     fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.set_ready(ready);
     }
 }
 
@@ -93,110 +105,58 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
         tls::server_config(store.clone(), provider)
             .context("cannot build the TLS configuration")?,
     );
-
-    let listener = TcpListener::bind(options.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", options.addr))?;
-    let metrics_listener = TcpListener::bind(options.metrics_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} for metrics", options.metrics_addr))?;
+    let (listener, metrics_listener) = bind(&options).await?;
     let addr = listener.local_addr().context("webhook address")?;
     let metrics_addr = metrics_listener.local_addr().context("metrics address")?;
 
-    let readiness = Readiness::default();
+    let readiness = Readiness::new(metrics.clone());
     let configured = engine.config().sidecar_mode;
     let engine = Arc::new(EngineHandle::new(engine));
-    let state = Arc::new(routes::AppState {
+    let app = routes::router(Arc::new(routes::AppState {
         engine: engine.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         max_body_bytes: options.max_body_bytes,
         body_timeout: options.body_timeout,
-    });
-    let app = routes::router(state);
+    }));
 
     // `done` fires after the webhook listener has drained; the metrics
-    // server and the certificate watcher stop with it.
+    // server, the certificate watcher and the detection stop with it.
     let (done_tx, done_rx) = watch::channel(false);
-    let until_done = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|done| *done).await;
+    let until_done = move || {
+        let mut rx = done_rx.clone();
+        async move {
+            let _ = rx.wait_for(|done| *done).await;
+        }
     };
     let metrics_task = tokio::spawn(serve_metrics(
         metrics_listener,
         metrics.clone(),
-        until_done(done_rx.clone()),
+        until_done(),
     ));
     let watch_metrics = metrics.clone();
     let watcher = tokio::spawn(store.clone().watch(
         options.cert_reload_interval,
         move |s| watch_metrics.set_cert_expiry(s.not_after()),
-        until_done(done_rx.clone()),
+        until_done(),
     ));
-
-    let (first_detection, detected) = tokio::sync::oneshot::channel();
-    let detection = match configured {
-        SidecarMode::Auto => Some(tokio::spawn(autodetect::run(
-            engine.clone(),
-            metrics.clone(),
-            options.detect_interval,
-            first_detection,
-            until_done(done_rx.clone()),
-        ))),
-        SidecarMode::Classic | SidecarMode::Native => {
-            let mode = if configured == SidecarMode::Native {
-                Mode::Native
-            } else {
-                Mode::Classic
-            };
-            metrics.set_sidecar_mode(mode.as_str());
-            let _ = first_detection.send(());
-            None
-        }
-    };
-    // No review before `auto` has its meaning: a pod admitted in the first
-    // moments after a (re)start would get classic while the rest of its Job
-    // gets native (found by the e2e suite: a restart during pod creation).
-    // An apiserver that does not answer does not hold the server back long.
-    if tokio::time::timeout(FIRST_DETECTION_WAIT, detected)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            wait_s = FIRST_DETECTION_WAIT.as_secs(),
-            "sidecarMode auto: no answer from the cluster yet; classic until it comes"
-        );
-    }
+    let detection = start_detection(configured, &engine, &metrics, &options, until_done()).await;
 
     readiness.set(true);
-    metrics.set_ready(true);
     tracing::info!(%addr, %metrics_addr, not_after = ?store.not_after(), "serving");
     // One line on stdout for people and scripts: where to send requests.
     println!("listening webhook=https://{addr}/mutate metrics=http://{metrics_addr}/metrics");
 
-    let shutdown = {
-        let readiness = readiness.clone();
-        let metrics = metrics.clone();
-        let delay = options.shutdown_delay;
-        async move {
-            let signal = termination().await;
-            tracing::info!(
-                signal,
-                delay_ms = delay.as_millis() as u64,
-                "shutting down: readiness off, then stop accepting"
-            );
-            readiness.set(false);
-            metrics.set_ready(false);
-            tokio::time::sleep(delay).await;
-        }
-    };
+    let shutdown = shutdown_requested(readiness, options.shutdown_delay);
     let conn_metrics = metrics.clone();
+    let on_connections = move |d| conn_metrics.connections(d);
     listener::serve(
         listener,
         tls_config,
         app,
         options.limits,
         shutdown,
-        move |d| conn_metrics.connections(d),
+        on_connections,
     )
     .await;
 
@@ -212,6 +172,67 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The webhook port and the metrics port.
+async fn bind(options: &Options) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let listener = TcpListener::bind(options.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.addr))?;
+    let metrics_listener = TcpListener::bind(options.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", options.metrics_addr))?;
+    Ok((listener, metrics_listener))
+}
+
+/// Starts `sidecarMode: auto` detection (a configured mode is in force at
+/// once) and returns when the first answer is: no review before `auto` has
+/// its meaning, or a pod admitted in the first moments after a (re)start
+/// would get classic while the rest of its Job gets native (found by the
+/// e2e suite). An apiserver that does not answer holds the server back for
+/// [`FIRST_DETECTION_WAIT`] at most.
+async fn start_detection(
+    configured: SidecarMode,
+    engine: &Arc<EngineHandle>,
+    metrics: &Arc<metrics::Metrics>,
+    options: &Options,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if configured != SidecarMode::Auto {
+        metrics.set_sidecar_mode(Mode::resolve(configured, Mode::Classic).as_str());
+        return None;
+    }
+    let (first_detection, detected) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(autodetect::run(
+        engine.clone(),
+        metrics.clone(),
+        options.detect_interval,
+        first_detection,
+        stop,
+    ));
+    if tokio::time::timeout(FIRST_DETECTION_WAIT, detected)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            wait_s = FIRST_DETECTION_WAIT.as_secs(),
+            "sidecarMode auto: no answer from the cluster yet; classic until it comes"
+        );
+    }
+    Some(task)
+}
+
+/// Resolves on SIGTERM or SIGINT, after readiness went false and `delay`
+/// passed, so that endpoints and load balancers stop sending first.
+async fn shutdown_requested(readiness: Readiness, delay: Duration) {
+    let signal = termination().await;
+    tracing::info!(
+        signal,
+        delay_ms = delay.as_millis() as u64,
+        "shutting down: readiness off, then stop accepting"
+    );
+    readiness.set(false);
+    tokio::time::sleep(delay).await;
 }
 
 async fn termination() -> &'static str {
