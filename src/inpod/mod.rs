@@ -9,6 +9,7 @@
 
 pub mod init;
 pub mod procfs;
+pub mod reaper;
 pub mod rundir;
 pub mod sidecar;
 pub mod signals;

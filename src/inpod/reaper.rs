@@ -1,6 +1,8 @@
-//! Zombie reaping: as a subreaper the supervisor inherits every orphan
-//! below it, and must collect them all, not only its direct child
-//! (`wait(2)` = any child; rustix's `waitpid(None)` would mean our own group only).
+//! Zombie reaping, for both helpers: as a subreaper the supervisor inherits
+//! every orphan below it, and the sidecar's daemon may leave children of
+//! its own (dockerd-entrypoint.sh); each must collect them all, not only
+//! the child it watches (`wait(2)` = any child; rustix's `waitpid(None)`
+//! would mean our own group only).
 
 use rustix::process::{wait, Pid, WaitOptions, WaitStatus};
 

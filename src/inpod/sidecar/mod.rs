@@ -17,13 +17,11 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustix::process::{
-    kill_process, pidfd_open, wait, waitpid, Pid, PidfdFlags, Signal, WaitOptions,
-};
+use rustix::process::{kill_process, pidfd_open, waitpid, Pid, PidfdFlags, Signal, WaitOptions};
 
 use crate::inpod::rundir::{self, RunDir, RunnerRecord};
 use crate::inpod::signals::{self, SignalPipe};
-use crate::inpod::spawn;
+use crate::inpod::{reaper, spawn};
 
 pub use args::Args;
 pub use mtu::Mtu;
@@ -64,7 +62,7 @@ pub fn run(config: &Args) -> Result<u8, Error> {
     run_dir.remove(rundir::DOCKER_READY);
     let started = Instant::now();
     let daemon = spawn::spawn(&argv, false)?;
-    let readiness = Readiness::start(config.clone(), run_dir.clone(), started);
+    let readiness = ReadyReporter::start(config.clone(), run_dir.clone(), started);
     let code = coordinated(config, &run_dir, &sigs, daemon, started);
     readiness.stop(&run_dir);
     Ok(code)
@@ -93,7 +91,7 @@ fn daemon_argv(config: &Args) -> Vec<String> {
 fn standalone(sigs: &SignalPipe, daemon: Pid) -> u8 {
     loop {
         let got = sigs.wait(Duration::from_secs(1));
-        if let Some(status) = reap(daemon) {
+        if let Some(status) = reaper::reap_all(Some(daemon)) {
             let code = spawn::exit_code(status);
             log(format_args!("daemon exited with code {code}"));
             return (code & 0xff) as u8;
@@ -108,18 +106,6 @@ fn standalone(sigs: &SignalPipe, daemon: Pid) -> u8 {
             }
         }
     }
-}
-
-/// Reaps every child of ours (dockerd-entrypoint.sh may leave some);
-/// returns the daemon's status if it has ended.
-fn reap(daemon: Pid) -> Option<rustix::process::WaitStatus> {
-    let mut found = None;
-    while let Ok(Some((pid, status))) = wait(WaitOptions::NOHANG) {
-        if pid == daemon {
-            found = Some(status);
-        }
-    }
-    found
 }
 
 /// What the sidecar knows about the runner.
@@ -191,7 +177,7 @@ fn coordinated(
             return stop_daemon(config, run_dir, sigs, daemon);
         }
         let got = sigs.wait_with(watch.pidfd.as_ref(), TICK);
-        if let Some(status) = reap(daemon) {
+        if let Some(status) = reaper::reap_all(Some(daemon)) {
             run_dir.remove(rundir::DOCKER_READY);
             let code = spawn::exit_code(status);
             log(format_args!(
@@ -239,7 +225,7 @@ fn stop_daemon(config: &Args, run_dir: &RunDir, sigs: &SignalPipe, daemon: Pid) 
     let _ = kill_process(daemon, Signal::TERM);
     let deadline = Instant::now() + config.stop_timeout.duration();
     loop {
-        if let Some(status) = reap(daemon) {
+        if let Some(status) = reaper::reap_all(Some(daemon)) {
             log(format_args!(
                 "daemon stopped (exit {})",
                 spawn::exit_code(status)
@@ -253,7 +239,7 @@ fn stop_daemon(config: &Args, run_dir: &RunDir, sigs: &SignalPipe, daemon: Pid) 
             ));
             let _ = kill_process(daemon, Signal::KILL);
             let _ = waitpid(Some(daemon), WaitOptions::empty());
-            reap(daemon);
+            reaper::reap_all(Some(daemon));
             return 0;
         }
         sigs.wait(Duration::from_millis(100));
@@ -262,11 +248,11 @@ fn stop_daemon(config: &Args, run_dir: &RunDir, sigs: &SignalPipe, daemon: Pid) 
 
 /// The readiness poller: a thread, so a slow TLS handshake never delays
 /// the reaction to a signal or to the runner's end.
-struct Readiness {
+struct ReadyReporter {
     stopped: Arc<Mutex<bool>>,
 }
 
-impl Readiness {
+impl ReadyReporter {
     fn start(config: Args, run_dir: RunDir, started: Instant) -> Self {
         let stopped = Arc::new(Mutex::new(false));
         let flag = Arc::clone(&stopped);

@@ -11,7 +11,6 @@
 
 pub mod args;
 mod drain;
-mod reaper;
 pub mod rewrite;
 
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use rustix::process::{getpid, kill_process, kill_process_group, Pid, Signal};
 
 use crate::inpod::rundir::{self, RunDir, RunnerRecord};
 use crate::inpod::signals::{self, SignalPipe};
-use crate::inpod::spawn;
+use crate::inpod::{reaper, spawn};
 
 pub use args::Args;
 pub use rewrite::Rewrite;
