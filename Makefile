@@ -26,6 +26,10 @@ STATIC_BIN := $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release/dind-injector
 # CLI, a static busybox for a tiny image, openssl (the fake daemon), curl,
 # unshare/chroot (util-linux, coreutils).
 DEPS_PACKAGES := docker.io busybox-static openssl curl util-linux
+# The e2e node (make e2e): Debian's runc and CNI plugins beside the
+# containerd built from its module, tini as PID 1 of the run's namespaces,
+# ip and iptables for its network, a C compiler for the pause image.
+E2E_PACKAGES := runc containernetworking-plugins tini iproute2 iptables gcc libc6-dev
 
 # Helm and kustomize for the deployment tests, built from their Go modules
 # (no release binaries can be downloaded here) and cached by version, so only
@@ -43,7 +47,7 @@ HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
 KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 PYTEST_VERSION ?= 9.2.0
 
-.PHONY: all build run certs dev-certs test e2e bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
+.PHONY: all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 all: build
 
@@ -84,16 +88,21 @@ dev-certs: build
 ## (Helm chart and kustomize manifests). Needs root (unshare, chroot, dockerd).
 test: deps unit static-check schema deploy-test
 
-## make e2e: the end-to-end suite against a real control plane — etcd,
-## kube-apiserver and kube-controller-manager built from the Kubernetes Go
-## modules (tests/e2e/controlplane; the first build takes about a quarter of
-## an hour and is cached under $(CACHE_DIR)/e2e), the real webhook and the
-## project's own manifests. One scenario: make e2e E2E_ARGS=job
+## make e2e: the end-to-end suite against a real cluster — etcd,
+## kube-apiserver, kube-controller-manager, kube-scheduler and a kubelet built
+## from the Kubernetes Go modules (tests/e2e/controlplane), containerd from
+## its module, images built here (tests/e2e/images) — the real webhook and the
+## project's own manifests; the first build takes about half an hour and is
+## cached under $(CACHE_DIR)/e2e. One scenario: make e2e E2E_ARGS=job
 ## Helm and kustomize render what the shipped-manifests scenario applies.
 E2E_ARGS ?=
-e2e: tools
+e2e: tools e2e-deps static
 	controlplane=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-controlplane.sh); \
-	DIND_E2E_CONTROLPLANE="$$controlplane" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
+	containerd=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-containerd.sh); \
+	images=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-images.sh); \
+	injector=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-injector-image.sh "$(STATIC_BIN)"); \
+	DIND_E2E_CONTROLPLANE="$$controlplane" DIND_E2E_CONTAINERD="$$containerd" \
+	DIND_E2E_IMAGES="$$images:$$injector" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
 		cargo test --locked --features e2e --test e2e -- $(E2E_ARGS)
 
 ## make bench-e2e: what the webhook (the release build) adds to a pod
@@ -103,8 +112,12 @@ bench-e2e: static
 
 ## make deps: install the system packages the lifecycle tests need, if missing.
 deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEPS_PACKAGES)"
+e2e-deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(E2E_PACKAGES)"
+install-packages:
 	@missing=""; \
-	for p in $(DEPS_PACKAGES); do \
+	for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -1,7 +1,7 @@
-//! The control plane: etcd, kube-apiserver and kube-controller-manager from
-//! the one `controlplane` executable (tests/e2e/controlplane), on 127.0.0.1
-//! with ephemeral ports and the run's own directory. No scheduler, no
-//! kubelet: pods are admitted and stored, never run.
+//! The control plane: etcd, kube-apiserver, kube-controller-manager and
+//! kube-scheduler from the one `controlplane` executable
+//! (tests/e2e/controlplane), on 127.0.0.1 with ephemeral ports and the run's
+//! own directory. The node that runs the pods is node.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +20,7 @@ pub struct ControlPlane {
     pub server: String,
     pub ca_file: PathBuf,
     // Stopped in reverse order of start by Drop (fields drop in order).
+    scheduler: Proc,
     kcm: Proc,
     apiserver: Proc,
     etcd: Proc,
@@ -114,6 +115,23 @@ impl ControlPlane {
                 organization: "system:kube-controller-manager",
             },
         )?;
+        ca.issue(
+            &pki_dir,
+            "scheduler",
+            "system:kube-scheduler",
+            Usage::Client {
+                organization: "system:kube-scheduler",
+            },
+        )?;
+        // The apiserver's identity towards kubelets (logs, exec).
+        ca.issue(
+            &pki_dir,
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            Usage::Client {
+                organization: "system:masters",
+            },
+        )?;
         pki::service_account_keys(&pki_dir)?;
         let p = |name: &str| pki_dir.join(name).display().to_string();
 
@@ -146,7 +164,16 @@ impl ControlPlane {
             &format!("--tls-cert-file={}", p("apiserver.crt")),
             &format!("--tls-private-key-file={}", p("apiserver.key")),
             &format!("--client-ca-file={}", p("ca.crt")),
-            "--authorization-mode=RBAC",
+            // Node: the kubelet reads its pods and their secrets, mints
+            // service-account tokens.
+            "--authorization-mode=Node,RBAC",
+            // The node's address, never a DNS lookup of its name.
+            "--kubelet-preferred-address-types=InternalIP",
+            &format!(
+                "--kubelet-client-certificate={}",
+                p("apiserver-kubelet-client.crt")
+            ),
+            &format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
             "--enable-admission-plugins=MutatingAdmissionWebhook",
             // dind is privileged: real clusters that run it allow that.
             "--allow-privileged=true",
@@ -189,6 +216,18 @@ impl ControlPlane {
                 },
             ),
         )?;
+        let scheduler_kubeconfig = dir.join("scheduler.kubeconfig");
+        pki::write(
+            &scheduler_kubeconfig,
+            &kubeconfig(
+                &server,
+                &ca_file,
+                Credentials::Cert {
+                    cert: &pki_dir.join("scheduler.crt"),
+                    key: &pki_dir.join("scheduler.key"),
+                },
+            ),
+        )?;
         let client = client_from(&admin_kubeconfig).await?;
 
         wait_until(
@@ -225,10 +264,27 @@ impl ControlPlane {
             &dir.join("controller-manager.log"),
         )?;
 
+        let mut scheduler = Command::new(bin);
+        scheduler.arg("kube-scheduler").args([
+            &format!("--kubeconfig={}", scheduler_kubeconfig.display()),
+            &format!(
+                "--authentication-kubeconfig={}",
+                scheduler_kubeconfig.display()
+            ),
+            &format!(
+                "--authorization-kubeconfig={}",
+                scheduler_kubeconfig.display()
+            ),
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            &format!("--secure-port={}", free_port()?),
+        ]);
+        let mut scheduler = Proc::spawn("kube-scheduler", scheduler, &dir.join("scheduler.log"))?;
+
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         wait_until(
             "kube-controller-manager creating the default ServiceAccount",
-            &mut [&mut etcd, &mut apiserver, &mut kcm],
+            &mut [&mut etcd, &mut apiserver, &mut kcm, &mut scheduler],
             || {
                 let accounts = accounts.clone();
                 async move { Ok(accounts.get_opt("default").await?.is_some()) }
@@ -240,6 +296,7 @@ impl ControlPlane {
             ControlPlane {
                 server,
                 ca_file,
+                scheduler,
                 kcm,
                 apiserver,
                 etcd,
@@ -252,7 +309,8 @@ impl ControlPlane {
     pub fn check_alive(&mut self) -> Result<()> {
         self.etcd.check_alive()?;
         self.apiserver.check_alive()?;
-        self.kcm.check_alive()
+        self.kcm.check_alive()?;
+        self.scheduler.check_alive()
     }
 }
 

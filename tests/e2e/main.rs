@@ -1,8 +1,9 @@
-//! End to end against a real control plane: etcd, kube-apiserver and
-//! kube-controller-manager built from the Kubernetes Go modules
-//! (tests/e2e/controlplane, `make e2e` builds and caches it), the real
-//! `dind-injector serve`, and the project's own manifests (RBAC, webhook
-//! configuration, config file).
+//! End to end against a real cluster: etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and a kubelet built from the
+//! Kubernetes Go modules (tests/e2e/controlplane), containerd built from its
+//! module (`make e2e` builds and caches both), the real `dind-injector
+//! serve`, and the project's own manifests (RBAC, webhook configuration,
+//! config file). The whole suite runs in namespaces of its own (sandbox.rs).
 //!
 //! One control plane serves every scenario, in order: starting it costs more
 //! than all scenarios together. Each scenario works in namespaces and under
@@ -17,9 +18,13 @@ mod bench;
 mod cluster;
 mod extra;
 mod injector;
+mod node;
+mod on_node;
 mod pki;
 mod pods;
 mod procs;
+mod runs;
+mod sandbox;
 mod scenarios;
 mod setup;
 
@@ -35,6 +40,7 @@ use kube::Client;
 use cluster::ControlPlane;
 use extra::Extra;
 use injector::Injector;
+use node::Node;
 use pki::Ca;
 
 /// Where runner pods are created (matched by the webhook's namespaceSelector).
@@ -56,7 +62,9 @@ struct Env {
     client: Client,
     ca: Ca,
     extra: Option<Extra>,
-    // Drop order: the webhook, then the control plane.
+    images: node::Images,
+    // Drop order: the node, the webhook, then the control plane.
+    node: Node,
     injector: Injector,
     cp: ControlPlane,
 }
@@ -64,29 +72,35 @@ struct Env {
 type Scenario = for<'a> fn(&'a mut Env) -> Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
 macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|env| Box::pin(scenarios::$name(env))) as Scenario)),*]
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        [$((stringify!($name), (|env| Box::pin($module::$name(env))) as Scenario)),*]
     };
 }
 
 fn main() -> ExitCode {
+    let Some(dir) = sandbox::inside() else {
+        let dir = std::env::temp_dir().join(format!("dind-injector-e2e-{}", std::process::id()));
+        return sandbox::run_outside(&dir);
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let bench = std::env::args().any(|a| a == "--bench");
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let dir = std::env::temp_dir().join(format!("dind-injector-e2e-{}", std::process::id()));
     let started = Instant::now();
-    let outcome = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(run(&dir, &filters, bench)),
-        Err(e) => Err(e.into()),
-    };
-    // Every process of the run has the run's directory on its command line.
-    let leftovers = procs::processes_mentioning(&dir.display().to_string());
+    let outcome = (|| {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        sandbox::prepare_inside(&dir)?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(&dir, &filters, bench))
+    })();
+    // Inside the run's PID namespace only tini (PID 1) and the suite itself
+    // may be left.
+    let leftovers = procs::others();
     let failed = match outcome {
         Ok(failed) => failed,
         Err(e) => {
@@ -122,20 +136,26 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         "DIND_E2E_CONTROLPLANE is not set: run `make e2e`, which builds the control plane",
     )?);
     let all = scenarios![
-        auto_mode_picks_native,
-        job_pods_injected,
-        replicaset_pods_injected,
-        bare_pods_classic_and_native,
-        unselected_pods_untouched,
-        invalid_annotation_rejected,
-        dry_run_stores_nothing,
-        reinvocation_keeps_one_dind,
-        webhook_down_fails_closed,
-        certificate_rotation_loses_nothing,
-        pod_security_baseline_refuses_dind,
-        own_deployment_passes_restricted,
-        shipped_manifests_accepted,
-        auto_mode_follows_old_nodes,
+        scenarios::auto_mode_picks_native,
+        scenarios::job_pods_injected,
+        scenarios::replicaset_pods_injected,
+        scenarios::bare_pods_classic_and_native,
+        scenarios::unselected_pods_untouched,
+        scenarios::invalid_annotation_rejected,
+        scenarios::dry_run_stores_nothing,
+        scenarios::reinvocation_keeps_one_dind,
+        scenarios::webhook_down_fails_closed,
+        scenarios::certificate_rotation_loses_nothing,
+        scenarios::pod_security_baseline_refuses_dind,
+        scenarios::own_deployment_passes_restricted,
+        scenarios::shipped_manifests_accepted,
+        scenarios::auto_mode_follows_old_nodes,
+        on_node::node_docker_ready_before_runner,
+        on_node::node_job_runs_docker,
+        on_node::node_runner_exit_code,
+        on_node::node_scale_down_drains,
+        on_node::node_killed_runner_ends_pod,
+        on_node::node_unlabelled_pod_runs_untouched,
     ];
     let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
     let selected: Vec<(&str, Scenario)> = all
@@ -148,15 +168,9 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
             names.join(", ")
         );
     }
-    for component in ["kube-apiserver", "kube-controller-manager", "etcd"] {
-        println!(
-            "e2e: {component}: {}",
-            cluster::component_version(&bin, component)?
-        );
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let mut env = setup::start(dir, &bin).await?;
+    let inputs = setup::Inputs::from_env(bin)?;
+    inputs.print_versions()?;
+    let mut env = setup::start(dir, &inputs).await?;
     if bench {
         return Ok(match bench::admission(&env).await {
             Ok(()) => Vec::new(),
@@ -177,6 +191,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         };
         let result = result
             .and_then(|()| env.cp.check_alive())
+            .and_then(|()| env.node.check_alive())
             .and_then(|()| env.injector.check_alive());
         let secs = start.elapsed().as_secs_f64();
         match result {

@@ -11,11 +11,14 @@ pub const RUNNER_IMAGE: &str = "ghcr.io/actions/actions-runner:2.329.0";
 pub const RUNNER_ENTRYPOINT: &str = "/home/runner/run.sh";
 
 /// The pod template of a runner: the label, the runner image, no command
-/// (the webhook knows this image's entrypoint).
+/// (the webhook knows this image's entrypoint). These pods are only
+/// admitted and stored: a scheduler name no scheduler answers to keeps them
+/// off the node (whose scenarios, on_node.rs, run pods of their own).
 pub fn runner_template(labels: Value, annotations: Value) -> Value {
     json!({
         "metadata": {"labels": labels, "annotations": annotations},
         "spec": {
+            "schedulerName": "e2e-admission-only",
             "restartPolicy": "Never",
             "containers": [{"name": "runner", "image": RUNNER_IMAGE}]
         }

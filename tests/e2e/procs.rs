@@ -154,3 +154,24 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Every process of the run's PID namespace but PID 1 (tini) and this one:
+/// after teardown there must be none.
+pub fn others() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "1" && *n != me && n.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            Some(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ))
+        })
+        .collect()
+}

@@ -3,7 +3,8 @@
 //! namespaces and the shipped webhook configuration; and the helpers that
 //! apply manifests and wait for configuration changes to take effect.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
@@ -19,14 +20,79 @@ use serde_json::{json, Value};
 
 use crate::cluster::{self, ControlPlane};
 use crate::injector::Injector;
+use crate::node::{Images, Node};
 use crate::pki::{self, Ca};
 use crate::pods::{pod, runner_labels, runner_template};
 use crate::procs::eventually;
 use crate::scenarios::runners;
 use crate::{root, Env, FIELD_MANAGER, OPTED_OUT, RUNNERS, WAIT, WEBHOOK_CONFIG};
 
-pub(crate) async fn start(dir: &Path, bin: &Path) -> Result<Env> {
+/// What `make e2e` built for the run: the control plane's executable, the
+/// container runtime, the images the node imports.
+pub(crate) struct Inputs {
+    pub controlplane: PathBuf,
+    pub containerd: PathBuf,
+    pub images: Images,
+}
+
+impl Inputs {
+    pub fn from_env(controlplane: PathBuf) -> Result<Inputs> {
+        let var = |name: &str, what: &str| {
+            std::env::var_os(name)
+                .map(PathBuf::from)
+                .with_context(|| format!("{name} is not set: run `make e2e`, which builds {what}"))
+        };
+        let containerd = var("DIND_E2E_CONTAINERD", "containerd")?;
+        let images = var("DIND_E2E_IMAGES", "the node's images")?;
+        Ok(Inputs {
+            controlplane,
+            containerd,
+            images: Images::read(&images)?,
+        })
+    }
+
+    /// The versions of everything the run starts, as they say themselves.
+    pub fn print_versions(&self) -> Result<()> {
+        for component in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubelet",
+            "etcd",
+        ] {
+            println!(
+                "e2e: {component}: {}",
+                cluster::component_version(&self.controlplane, component)?
+            );
+        }
+        let first_line = |cmd: &mut Command| -> Result<String> {
+            let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            Ok(text.lines().next().unwrap_or_default().trim().to_string())
+        };
+        println!(
+            "e2e: containerd: {}",
+            first_line(Command::new(self.containerd.join("containerd")).arg("--version"))?
+        );
+        println!(
+            "e2e: runc: {}",
+            first_line(Command::new("runc").arg("--version"))?
+        );
+        let cni = first_line(Command::new("dpkg-query").args([
+            "-W",
+            "-f",
+            "${Version}",
+            "containernetworking-plugins",
+        ]))?;
+        println!("e2e: CNI plugins (Debian containernetworking-plugins, /usr/lib/cni): {cni}");
+        Ok(())
+    }
+}
+
+pub(crate) async fn start(dir: &Path, inputs: &Inputs) -> Result<Env> {
     let start = Instant::now();
+    let bin = &inputs.controlplane;
     let ca = Ca::generate("dind-injector e2e cluster CA")?;
     let (cp, client) = ControlPlane::start(bin, dir, &ca).await?;
     let version = client.apiserver_version().await?;
@@ -43,13 +109,26 @@ pub(crate) async fn start(dir: &Path, bin: &Path) -> Result<Env> {
         &kubeconfig,
         &cluster::kubeconfig(&cp.server, &cp.ca_file, cluster::Credentials::Token(&token)),
     )?;
-    let mut injector = Injector::new(dir, &kubeconfig, &root().join("manifests/base/config.yaml"))?;
+    let node = Node::start(
+        bin,
+        &inputs.containerd,
+        dir,
+        &ca,
+        &cp,
+        &client,
+        &inputs.images,
+    )
+    .await?;
+    let config = node_config(dir, &inputs.images)?;
+    let mut injector = Injector::new(dir, &kubeconfig, &config)?;
     injector.start()?;
     let mut env = Env {
         dir: dir.to_path_buf(),
         client,
         ca,
         extra: None,
+        images: inputs.images.clone(),
+        node,
         injector,
         cp,
     };
@@ -79,6 +158,19 @@ pub(crate) async fn start(dir: &Path, bin: &Path) -> Result<Env> {
     );
     env.cp.check_alive()?;
     Ok(env)
+}
+
+/// The shipped configuration with the images the node has: the webhook
+/// injects what the node can run, and nothing else changes.
+fn node_config(dir: &Path, images: &Images) -> Result<PathBuf> {
+    let shipped = root().join("manifests/base/config.yaml");
+    let text = std::fs::read_to_string(&shipped).with_context(|| shipped.display().to_string())?;
+    let mut config: Value = serde_norway::from_str(&text)?;
+    config["injector"]["image"] = json!(images.injector);
+    config["dind"]["image"] = json!(images.dind);
+    let path = dir.join("config.yaml");
+    pki::write(&path, &serde_norway::to_string(&config)?)?;
+    Ok(path)
 }
 
 /// The webhook's ServiceAccount with the project's own RBAC, and a token for

@@ -1,0 +1,434 @@
+//! Scenarios on the node: injected runner pods scheduled and run by a real
+//! kubelet, each in classic and native mode at the same time. They show what
+//! only a kubelet can: Docker up before the runner, Jobs that complete,
+//! scale-downs that drain, killed runners that do not leave a pod hanging.
+//!
+//! The runner is the e2e image's run.sh (tests/e2e/images/runner), driven by
+//! env; the timeline comes from the kubelet's own log timestamps.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+
+use crate::node::POD_MTU;
+use crate::pods::{check_injected, Mode};
+use crate::runs::{now, watch_until, Recording};
+use crate::scenarios::runners;
+use crate::{Env, RUNNERS};
+
+/// A pod on this node starts in seconds; a minute means it is stuck.
+const RUN: Duration = Duration::from_secs(90);
+const RUNNER: &str = "runner";
+const DIND: &str = dind_injector::contract::container::DIND;
+
+/// A Job's work: load an image from a tarball in the work directory, run it
+/// with the work directory bind-mounted, read back the file it wrote, and
+/// report the MTU the job container got from the inner daemon.
+const DOCKER_JOB: &str = "load_job_image > /dev/null \
+    && job_container 'echo from-the-job > out; echo mtu=$(cat /sys/class/net/eth0/mtu)' \
+    && echo file=$(cat \"$WORK_DIR/out\")";
+
+fn mode_name(mode: Mode) -> &'static str {
+    mode.as_str()
+}
+
+/// A runner pod template for the node: the e2e runner image and its run.sh,
+/// the mode by annotation, run.sh's behaviour from `vars`.
+fn template(env: &Env, mode: Mode, labels: Value, vars: &[(&str, &str)], limits: Value) -> Value {
+    let env_list: Vec<Value> = vars
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    json!({
+        "metadata": {
+            "labels": labels,
+            "annotations": {dind_injector::contract::annotation::SIDECAR_MODE: mode.as_str()}
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": RUNNER,
+                "image": env.images.runner,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/home/runner/run.sh"],
+                "env": env_list,
+                "resources": {"limits": limits},
+            }]
+        }
+    })
+}
+
+fn runner_labels(run: &str) -> Value {
+    json!({"runner": "true", "e2e-run": run})
+}
+
+/// The one pod with `e2e-run=<run>`, once it exists.
+async fn pod_of(api: &Api<Pod>, run: &str) -> Result<String> {
+    crate::procs::eventually(&format!("the pod of {run}"), RUN, || {
+        let api = api.clone();
+        async move {
+            let list = api
+                .list(&ListParams::default().labels(&format!("e2e-run={run}")))
+                .await?;
+            Ok(list.items.first().and_then(|p| p.metadata.name.clone()))
+        }
+    })
+    .await
+}
+
+/// The pod has ended and none of its containers runs any more (a native
+/// sidecar still stopping would show as running).
+fn terminal(rec: &Recording) -> bool {
+    matches!(rec.phase(), "Succeeded" | "Failed") && rec.running().is_empty()
+}
+
+/// Seconds between two instants, for the timelines.
+fn secs(from: f64, to: f64) -> String {
+    format!("{:.2} s", to - from)
+}
+
+/// Checks the pod as stored is injected in `mode`.
+async fn injected(api: &Api<Pod>, name: &str, mode: Mode) -> Result<()> {
+    check_injected(&api.get(name).await?, mode)
+}
+
+async fn both<F, Fut>(f: F) -> Result<()>
+where
+    F: Fn(Mode) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (classic, native) = tokio::join!(f(Mode::Classic), f(Mode::Native));
+    let errors: Vec<String> = [(Mode::Classic, classic), (Mode::Native, native)]
+        .into_iter()
+        .filter_map(|(m, r)| r.err().map(|e| format!("{}: {e:#}", mode_name(m))))
+        .collect();
+    ensure!(errors.is_empty(), "{}", errors.join("\n"));
+    Ok(())
+}
+
+/// 1 (and 6): a Job whose runner runs a container from an image loaded from
+/// the work directory, with the work directory bind-mounted: it completes,
+/// every container ends, and the job container got the pod network's MTU.
+pub(crate) async fn node_job_runs_docker(env: &mut Env) -> Result<()> {
+    let env = &*env;
+    both(|mode| async move {
+        let run = format!("job-{}", mode_name(mode));
+        let jobs: Api<Job> = Api::namespaced(env.client.clone(), RUNNERS);
+        let job: Job = serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": run},
+            "spec": {
+                "backoffLimit": 0,
+                "template": template(env, mode, runner_labels(&run), &[("JOB_COMMANDS", DOCKER_JOB)], json!({})),
+            }
+        }))?;
+        let created = now();
+        jobs.create(&PostParams::default(), &job).await?;
+        let api = runners(env);
+        let name = pod_of(&api, &run).await?;
+        injected(&api, &name, mode).await?;
+        let mut rec = Recording::default();
+        let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
+        ensure!(rec.phase() == "Succeeded", "phase {}:\n{}", rec.phase(), rec.dump());
+        ensure!(rec.exit_code(RUNNER)? == 0, "runner exit code:\n{}", rec.dump());
+        let mtu = format!("mtu={POD_MTU}");
+        for needle in ["runner: docker ready", "file=from-the-job", mtu.as_str(), "worker: job finished rc=0"] {
+            rec.first(RUNNER, needle)?;
+        }
+        let complete = crate::procs::eventually("the Job's Complete condition", RUN, || {
+            let jobs = jobs.clone();
+            let run = run.clone();
+            async move {
+                let job = jobs.get(&run).await?;
+                let done = job.status.and_then(|s| s.conditions).unwrap_or_default().iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True");
+                Ok(done.then(now))
+            }
+        })
+        .await?;
+        let started = rec.first(RUNNER, "runner: started")?.at;
+        let exit = rec.first(RUNNER, "runner: exit 0")?.at;
+        let dind_ready = rec.first(DIND, "dockerd answers")?.at;
+        println!(
+            "e2e:   {}: Job complete; pod created → runner started {}, Docker ready → runner started {}, runner exit → pod Succeeded {}, → Job Complete {}, job container MTU {POD_MTU}",
+            mode_name(mode),
+            secs(created, started),
+            secs(dind_ready, started),
+            secs(exit, ended),
+            secs(exit, complete),
+        );
+        jobs.delete(&run, &DeleteParams::background()).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// 2: a runner that exits 3 fails its Job's pod with the runner's code, and
+/// the pod does not hang on Docker.
+pub(crate) async fn node_runner_exit_code(env: &mut Env) -> Result<()> {
+    let env = &*env;
+    both(|mode| async move {
+        let run = format!("exit3-{}", mode_name(mode));
+        let jobs: Api<Job> = Api::namespaced(env.client.clone(), RUNNERS);
+        let vars = [("RUNNER_JOB", "0"), ("RUNNER_EXIT_CODE", "3")];
+        let job: Job = serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": run},
+            "spec": {"backoffLimit": 0, "template": template(env, mode, runner_labels(&run), &vars, json!({}))}
+        }))?;
+        jobs.create(&PostParams::default(), &job).await?;
+        let api = runners(env);
+        let name = pod_of(&api, &run).await?;
+        let mut rec = Recording::default();
+        let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
+        ensure!(rec.phase() == "Failed", "phase {}:\n{}", rec.phase(), rec.dump());
+        ensure!(rec.exit_code(RUNNER)? == 3, "runner exit code:\n{}", rec.dump());
+        let exit = rec.first(RUNNER, "runner: exit 3")?.at;
+        let failed = crate::procs::eventually("the Job's Failed condition", RUN, || {
+            let jobs = jobs.clone();
+            let run = run.clone();
+            async move {
+                let job = jobs.get(&run).await?;
+                let done = job.status.and_then(|s| s.conditions).unwrap_or_default().iter()
+                    .any(|c| c.type_ == "Failed" && c.status == "True");
+                Ok(done.then_some(()))
+            }
+        });
+        failed.await?;
+        println!(
+            "e2e:   {}: runner exit 3 → pod Failed {} (runner's status exit code 3, Job Failed)",
+            mode_name(mode),
+            secs(exit, ended)
+        );
+        jobs.delete(&run, &DeleteParams::background()).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// 3: a ReplicaSet scaled to 0 while a job runs: the job finishes (its
+/// Docker calls after the SIGTERM work), then the runner gets SIGINT and
+/// exits 0, then Docker stops; the pod is gone well within its grace period.
+pub(crate) async fn node_scale_down_drains(env: &mut Env) -> Result<()> {
+    let env = &*env;
+    both(|mode| async move {
+        let run = format!("rs-{}", mode_name(mode));
+        let sets: Api<ReplicaSet> = Api::namespaced(env.client.clone(), RUNNERS);
+        let vars = [
+            ("JOB_SECONDS", "10"),
+            ("JOB_DOCKER_EVERY", "1"),
+            ("RUNNER_WAIT_FOR_SIGNAL", "1"),
+        ];
+        let mut tpl = template(env, mode, runner_labels(&run), &vars, json!({}));
+        tpl["spec"]["restartPolicy"] = json!("Always");
+        let rs: ReplicaSet = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": run},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"e2e-run": run}}, "template": tpl}
+        }))?;
+        sets.create(&PostParams::default(), &rs).await?;
+        let api = runners(env);
+        let name = pod_of(&api, &run).await?;
+        let mut rec = Recording::default();
+        watch_until(&api, &name, &mut rec, RUN, "the job to start", |r| {
+            r.has(RUNNER, "worker: job started")
+        })
+        .await?;
+        let grace = rec
+            .last
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.termination_grace_period_seconds)
+            .context("grace period")?;
+        let scaled = now();
+        sets.patch(&run, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
+            .await?;
+        let gone = watch_until(&api, &name, &mut rec, Duration::from_secs(120), "the pod to be gone", |r| r.gone).await?;
+        let after: Vec<_> = rec
+            .lines(RUNNER)
+            .iter()
+            .filter(|l| l.at > scaled && l.text.contains("worker: docker"))
+            .collect();
+        ensure!(
+            !after.is_empty() && after.iter().all(|l| l.text.contains("docker ok")),
+            "Docker calls after the scale-down: {after:?}\n{}",
+            rec.dump()
+        );
+        let finished = rec.first(RUNNER, "worker: job finished rc=0")?.at;
+        let sigint = rec.first(RUNNER, "runner: SIGINT")?.at;
+        let exit = rec.first(RUNNER, "runner: exit 0")?.at;
+        ensure!(!rec.has(RUNNER, "runner: SIGTERM"), "the runner saw SIGTERM:\n{}", rec.dump());
+        ensure!(finished <= sigint && sigint <= exit, "order: job finished, SIGINT, exit:\n{}", rec.dump());
+        let stopped = rec
+            .lines(DIND)
+            .iter()
+            .find(|l| l.at >= exit && (l.text.contains("stopping the daemon") || l.text.contains("passed on to the daemon")))
+            .with_context(|| format!("Docker stopped after the runner:\n{}", rec.dump()))?
+            .at;
+        ensure!(gone - scaled < grace as f64, "gone after {:.1} s, grace {grace} s", gone - scaled);
+        println!(
+            "e2e:   {}: scale-down → job finished {} ({} Docker calls after it, all ok) → runner SIGINT {} → runner exit {} → Docker stopping {} → pod gone {} (grace {grace} s)",
+            mode_name(mode),
+            secs(scaled, finished),
+            after.len(),
+            secs(scaled, sigint),
+            secs(scaled, exit),
+            secs(scaled, stopped),
+            secs(scaled, gone),
+        );
+        sets.delete(&run, &DeleteParams::background()).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// 4: a runner over its memory limit (cgroup v1 kills the allocating
+/// process, the runner), and a runner container killed whole with SIGKILL
+/// through containerd: the pod completes, Docker stopped, within seconds.
+pub(crate) async fn node_killed_runner_ends_pod(env: &mut Env) -> Result<()> {
+    let env = &*env;
+    both(|mode| async move {
+        let api = runners(env);
+        // Out of memory.
+        let run = format!("oom-{}", mode_name(mode));
+        let vars = [("RUNNER_JOB", "0"), ("RUNNER_DOCKER_CHECK", "0"), ("RUNNER_MEMORY_HOG", "1")];
+        let tpl = template(env, mode, runner_labels(&run), &vars, json!({"memory": "96Mi"}));
+        let pod = crate::pods::pod(&run, tpl)?;
+        api.create(&PostParams::default(), &pod).await?;
+        let mut rec = Recording::default();
+        let ended = watch_until(&api, &run, &mut rec, RUN, "terminal", terminal).await?;
+        ensure!(rec.phase() == "Failed", "phase {}:\n{}", rec.phase(), rec.dump());
+        ensure!(rec.exit_code(RUNNER)? == 137, "runner exit code:\n{}", rec.dump());
+        let hog = rec.first(RUNNER, "allocating memory")?.at;
+        println!(
+            "e2e:   {}: runner over its memory limit → OOM kill → pod Failed {} after it started allocating, no container left running",
+            mode_name(mode),
+            secs(hog, ended)
+        );
+        // SIGKILL to every process of the runner container.
+        let run = format!("kill-{}", mode_name(mode));
+        let vars = [("RUNNER_JOB", "0"), ("RUNNER_WAIT_FOR_SIGNAL", "1")];
+        let tpl = template(env, mode, runner_labels(&run), &vars, json!({}));
+        api.create(&PostParams::default(), &crate::pods::pod(&run, tpl)?).await?;
+        let mut rec = Recording::default();
+        watch_until(&api, &run, &mut rec, RUN, "the runner to wait", |r| {
+            r.has(RUNNER, "runner: waiting for a signal")
+        })
+        .await?;
+        let id = rec
+            .status(RUNNER)?
+            .container_id
+            .clone()
+            .context("runner container id")?;
+        let id = id.trim_start_matches("containerd://");
+        let killed = now();
+        env.node.ctr(&["tasks", "kill", "--all", "--signal", "SIGKILL", id])?;
+        let ended = watch_until(&api, &run, &mut rec, RUN, "terminal", terminal).await?;
+        ensure!(rec.phase() == "Failed", "phase {}:\n{}", rec.phase(), rec.dump());
+        ensure!(rec.exit_code(RUNNER)? == 137, "runner exit code:\n{}", rec.dump());
+        println!(
+            "e2e:   {}: runner container SIGKILLed through containerd → pod Failed {}, no container left running",
+            mode_name(mode),
+            secs(killed, ended)
+        );
+        for name in [format!("oom-{}", mode_name(mode)), run] {
+            api.delete(&name, &DeleteParams::default()).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// 5: Docker is ready before the runner's first command, in both modes; in
+/// native mode the kubelet holds the runner back until then.
+pub(crate) async fn node_docker_ready_before_runner(env: &mut Env) -> Result<()> {
+    let env = &*env;
+    both(|mode| async move {
+        let api = runners(env);
+        let run = format!("ready-{}", mode_name(mode));
+        let tpl = template(env, mode, runner_labels(&run), &[("RUNNER_JOB", "0")], json!({}));
+        let created = now();
+        api.create(&PostParams::default(), &crate::pods::pod(&run, tpl)?).await?;
+        let mut rec = Recording::default();
+        watch_until(&api, &run, &mut rec, RUN, "terminal", terminal).await?;
+        ensure!(rec.phase() == "Succeeded", "phase {}:\n{}", rec.phase(), rec.dump());
+        let dind_started = rec.lines(DIND).first().context("dind's first line")?.at;
+        let ready = rec.first(DIND, "dockerd answers")?.at;
+        let started = rec.first(RUNNER, "runner: started")?.at;
+        rec.first(RUNNER, "runner: docker ready")?;
+        ensure!(
+            ready <= started,
+            "the runner started before Docker was ready:\n{}",
+            rec.dump()
+        );
+        println!(
+            "e2e:   {}: pod created → dind started {} → Docker ready {} → runner started {} (Docker ready → runner {}); the runner's first docker call worked",
+            mode_name(mode),
+            secs(created, dind_started),
+            secs(created, ready),
+            secs(created, started),
+            secs(ready, started),
+        );
+        api.delete(&run, &DeleteParams::default()).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// 7: a pod without the label runs untouched beside an injected one.
+pub(crate) async fn node_unlabelled_pod_runs_untouched(env: &mut Env) -> Result<()> {
+    let api = runners(env);
+    let plain = "plain";
+    let mut tpl = template(
+        env,
+        Mode::Classic,
+        json!({"app": "plain"}),
+        &[("RUNNER_JOB", "0"), ("RUNNER_DOCKER_CHECK", "0")],
+        json!({}),
+    );
+    tpl["metadata"]["annotations"] = json!({});
+    let runner = "beside-plain";
+    let injected_tpl = template(
+        env,
+        Mode::Classic,
+        runner_labels(runner),
+        &[("RUNNER_JOB", "0")],
+        json!({}),
+    );
+    api.create(&PostParams::default(), &crate::pods::pod(plain, tpl)?)
+        .await?;
+    api.create(
+        &PostParams::default(),
+        &crate::pods::pod(runner, injected_tpl)?,
+    )
+    .await?;
+    let mut rec = Recording::default();
+    watch_until(&api, plain, &mut rec, RUN, "terminal", terminal).await?;
+    let mut beside = Recording::default();
+    watch_until(&api, runner, &mut beside, RUN, "terminal", terminal).await?;
+    ensure!(
+        rec.phase() == "Succeeded" && beside.phase() == "Succeeded",
+        "phases {} and {}",
+        rec.phase(),
+        beside.phase()
+    );
+    let stored = api.get(plain).await?;
+    let spec = stored.spec.context("spec")?;
+    ensure!(
+        spec.containers.len() == 1
+            && spec.init_containers.is_none()
+            && spec.share_process_namespace.is_none(),
+        "the unlabelled pod was changed: {spec:?}"
+    );
+    ensure!(rec.has(RUNNER, "runner: exit 0"), "{}", rec.dump());
+    println!("e2e:   an unlabelled pod ran untouched (one container, no dind) beside an injected one; both Succeeded");
+    for name in [plain, runner] {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}
