@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dind-injector"))
+    Command::new(common::bin())
 }
 
 fn run(args: &[&str], stdin: Option<&str>) -> Output {
@@ -135,8 +135,7 @@ fn multi_document_manifests_are_injected_where_labelled_and_kept_elsewhere() {
 
 #[test]
 fn files_and_the_native_mode_flag() {
-    let dir = std::env::temp_dir().join(format!("dind-injector-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
+    let dir = common::temp_dir("cli");
     let file = dir.join("job.yaml");
     std::fs::write(&file, MULTI).expect("write");
     let out = run(
@@ -224,8 +223,7 @@ fn unreadable_input_is_named() {
 
 #[test]
 fn an_invalid_config_names_the_field() {
-    let dir = std::env::temp_dir().join(format!("dind-injector-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
+    let dir = common::temp_dir("cfg");
     let config = dir.join("config.yaml");
     std::fs::write(&config, "dind:\n  storageSizeLimit: lots\n").expect("write");
     let out = run(

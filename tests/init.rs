@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::procs::{bin, temp_dir};
+use common::{bin, temp_dir};
 
 fn init(dir: &Path) {
     let out = Command::new(bin())

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use common::procs::Pod;
@@ -54,33 +55,117 @@ fi
 event worker-done
 "#;
 
-fn pod(name: &str) -> Pod {
-    let pod = Pod::new(name);
-    pod.script("runner.sh", RUNNER);
-    pod.script("Runner.Worker", WORKER);
-    pod
+/// One pod's story: what the kubelet does, step by step (the script that
+/// runs as PID 1 of the simulated pod, with the helpers of
+/// `common/procs.rs`), then [`Ran`] to check what came of it.
+struct Scenario {
+    pod: Pod,
+    steps: Vec<String>,
 }
 
-fn limit() -> Duration {
-    Duration::from_secs(60)
+impl Scenario {
+    /// A pod with the fake runner and the fake job in it.
+    fn new(name: &str) -> Self {
+        let pod = Pod::new(name);
+        pod.script("runner.sh", RUNNER);
+        pod.script("Runner.Worker", WORKER);
+        Self {
+            pod,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The `dind` container starts: `sidecar FLAGS -- <fake dockerd>`.
+    fn dind(self, flags: &str) -> Self {
+        self.then(&format!("start_sidecar {flags}"))
+    }
+
+    /// The runner container starts: `supervise FLAGS -- runner.sh ACTION`
+    /// (`exit N`, `worker SECS`, `wait`, `orphan`).
+    fn runner(self, flags: &str, action: &str) -> Self {
+        self.then(&format!(
+            r#"start_supervise {flags} -- "$T/runner.sh" {action}"#
+        ))
+    }
+
+    /// Waits (at most 10 s) until `event` has been recorded.
+    fn once(self, event: &str) -> Self {
+        self.then(&format!(
+            r#"i=0; until grep -q {event} "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done"#
+        ))
+    }
+
+    /// The kubelet stops a classic pod: SIGTERM to every container at once.
+    fn kubelet_stops_the_pod(self) -> Self {
+        self.then("event kubelet-TERM\nkill -TERM \"$SUP\" \"$SIDECAR\"")
+    }
+
+    /// Any other step, as shell lines.
+    fn then(mut self, lines: &str) -> Self {
+        self.steps.push(lines.trim().to_string());
+        self
+    }
+
+    /// Runs the pod to its end (`finish` waits for both containers and lists
+    /// what is left), within a minute.
+    fn run(self) -> Ran {
+        self.run_then("")
+    }
+
+    /// Like [`Scenario::run`], with `after` run once both containers ended.
+    fn run_then(self, after: &str) -> Ran {
+        let script = format!("{}\nfinish\n{after}", self.steps.join("\n"));
+        let out = self.pod.run(&script, Duration::from_secs(60));
+        Ran {
+            pod: self.pod,
+            elapsed: out.elapsed,
+        }
+    }
+}
+
+/// A pod that has run; reads as the [`Pod`] it was.
+struct Ran {
+    pod: Pod,
+    elapsed: Duration,
+}
+
+impl Deref for Ran {
+    type Target = Pod;
+    fn deref(&self) -> &Pod {
+        &self.pod
+    }
+}
+
+impl Ran {
+    /// The exit code the kubelet saw for `who` (`supervise`, `sidecar`).
+    fn exits(&self, who: &str, code: i32, why: &str) {
+        let got = self.code(who);
+        self.check(
+            got == Some(code),
+            &format!("{who} exit {code} ({why}), got {got:?}"),
+        );
+    }
+
+    /// Seconds from the first `from` event to the first `to` event.
+    fn seconds(&self, from: &str, to: &str) -> f64 {
+        self.event_time(to) - self.event_time(from)
+    }
+
+    /// `who`'s log (`supervise`, `sidecar`) says `text`.
+    fn log_says(&self, who: &str, text: &str, what: &str) {
+        let log = self.read(&format!("{who}.log")).unwrap_or_default();
+        self.check(log.contains(text), what);
+    }
 }
 
 #[test]
 fn runner_exits_0_then_sidecar_stops_the_daemon_and_exits_0() {
-    let p = pod("exit0");
-    p.run(
-        r#"
-start_sidecar
-start_supervise --docker-wait=30 -- "$T/runner.sh" exit 0
-finish
-"#,
-        limit(),
-    );
-    p.check(p.code("supervise") == Some(0), "supervise exit 0");
-    p.check(
-        p.code("sidecar") == Some(0),
-        "sidecar exit 0 (the Job completes)",
-    );
+    let p = Scenario::new("exit0")
+        .dind("")
+        .runner("--docker-wait=30", "exit 0")
+        .run();
+    p.exits("supervise", 0, "the runner's code");
+    p.exits("sidecar", 0, "the Job completes");
     p.check(p.has_event("daemon-TERM"), "daemon got SIGTERM");
     p.check(
         p.read("run/runner.exit").as_deref() == Some("0\n"),
@@ -97,9 +182,9 @@ finish
         args.contains("--fake-flag --mtu=1400 --default-network-opt=bridge=com.docker.network.driver.mtu=1400"),
         "MTU flags appended to the daemon's arguments",
     );
-    let ready = p.read("supervise.log").unwrap_or_default();
-    p.check(
-        ready.contains("Docker is ready"),
+    p.log_says(
+        "supervise",
+        "Docker is ready",
         "runner waited for docker.ready",
     );
     p.check(
@@ -111,45 +196,31 @@ finish
 
 #[test]
 fn runner_exits_3_then_supervisor_exits_3() {
-    let p = pod("exit3");
-    p.run(
-        r#"
-start_sidecar
-start_supervise --docker-wait=30 -- "$T/runner.sh" exit 3
-finish
-"#,
-        limit(),
-    );
-    p.check(p.code("supervise") == Some(3), "supervise exit 3");
+    let p = Scenario::new("exit3")
+        .dind("")
+        .runner("--docker-wait=30", "exit 3")
+        .run();
+    p.exits("supervise", 3, "the runner's code");
     p.check(
         p.read("run/runner.exit").as_deref() == Some("3\n"),
         "runner.exit 3",
     );
-    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
+    p.exits("sidecar", 0, "the daemon is stopped all the same");
     p.check(p.has_event("daemon-TERM"), "daemon stopped");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn sigterm_to_every_container_while_a_job_runs_drains_first() {
-    let p = pod("drain");
-    p.run(
-        r#"
-start_sidecar
-start_supervise --docker-wait=30 --drain-timeout=60 -- "$T/runner.sh" worker 3
-i=0; until grep -q worker-start "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done
-event kubelet-TERM
-kill -TERM "$SUP" "$SIDECAR"
-finish
-"#,
-        limit(),
-    );
+    let p = Scenario::new("drain")
+        .dind("")
+        .runner("--docker-wait=30 --drain-timeout=60", "worker 3")
+        .once("worker-start")
+        .kubelet_stops_the_pod()
+        .run();
     let t = |e: &str| p.event_time(e);
-    p.check(
-        p.code("supervise") == Some(0),
-        "supervise exit 0 (130 after our SIGINT is a clean stop)",
-    );
-    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
+    p.exits("supervise", 0, "130 after our SIGINT is a clean stop");
+    p.exits("sidecar", 0, "the daemon stopped after the runner");
     p.check(
         p.read("runner.signals").as_deref() == Some("INT\n"),
         "runner got SIGINT only",
@@ -178,40 +249,29 @@ finish
         p.read("run/runner.exit").as_deref() == Some("0\n"),
         "runner.exit 0",
     );
-    let log = p.read("sidecar.log").unwrap_or_default();
-    p.check(
-        log.contains("held back"),
-        "sidecar says it held SIGTERM back",
-    );
+    p.log_says("sidecar", "held back", "sidecar says it held SIGTERM back");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn drain_timeout_expiry_stops_the_runner_anyway() {
-    let p = pod("draintimeout");
-    p.run(
-        r#"
-start_sidecar
-start_supervise --docker-wait=30 --drain-timeout=2 -- "$T/runner.sh" worker 30
-i=0; until grep -q worker-start "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done
-event kubelet-TERM
-kill -TERM "$SUP" "$SIDECAR"
-finish
-"#,
-        limit(),
-    );
-    let term = p.event_time("kubelet-TERM");
-    let int = p.event_time("runner-INT");
+    let p = Scenario::new("draintimeout")
+        .dind("")
+        .runner("--docker-wait=30 --drain-timeout=2", "worker 30")
+        .once("worker-start")
+        .kubelet_stops_the_pod()
+        .run();
+    let waited = p.seconds("kubelet-TERM", "runner-INT");
     p.check(
-        (1.9..4.0).contains(&(int - term)),
-        &format!("SIGINT {:.2}s after SIGTERM, expected ~2s", int - term),
+        (1.9..4.0).contains(&waited),
+        &format!("SIGINT {waited:.2}s after SIGTERM, expected ~2s"),
     );
     p.check(!p.has_event("worker-done"), "the job was cut short");
-    p.check(p.code("supervise") == Some(0), "supervise exit 0");
-    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
-    let log = p.read("supervise.log").unwrap_or_default();
-    p.check(
-        log.contains("drain timeout (2s) expired"),
+    p.exits("supervise", 0, "a clean stop");
+    p.exits("sidecar", 0, "the daemon stopped after the runner");
+    p.log_says(
+        "supervise",
+        "drain timeout (2s) expired",
         "supervise says the drain timed out",
     );
     p.assert_no_leftovers();
@@ -219,96 +279,78 @@ finish
 
 #[test]
 fn runner_sigkilled_then_sidecar_stops_the_daemon_within_two_seconds() {
-    let p = pod("oomkill");
-    p.run(
-        r#"
-start_sidecar
-start_supervise --docker-wait=30 -- "$T/runner.sh" wait
+    let p = Scenario::new("oomkill")
+        .dind("")
+        .runner("--docker-wait=30", "wait")
+        .then(
+            r#"
 wait_file "$T/runner.pid"; sleep 0.3
 event kill-KILL
 # The OOM killer takes the whole container: supervisor and runner.
 kill -KILL "$SUP" -"$(cat "$T/runner.pid")"
-finish
 "#,
-        limit(),
-    );
-    let killed = p.event_time("kill-KILL");
-    let stopped = p.event_time("daemon-TERM");
+        )
+        .run();
+    let stopped_after = p.seconds("kill-KILL", "daemon-TERM");
     p.check(
-        stopped - killed < 2.0,
-        &format!("daemon stopped {:.2}s after the kill", stopped - killed),
+        stopped_after < 2.0,
+        &format!("daemon stopped {stopped_after:.2}s after the kill"),
     );
-    p.check(p.code("supervise") == Some(137), "supervise killed (137)");
-    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
+    p.exits("supervise", 137, "killed");
+    p.exits("sidecar", 0, "the Job completes");
     p.check(
         !p.path("run/runner.exit").exists(),
         "no runner.exit after SIGKILL",
     );
-    let log = p.read("sidecar.log").unwrap_or_default();
-    p.check(log.contains("gone without runner.exit"), "sidecar says why");
+    p.log_says("sidecar", "gone without runner.exit", "sidecar says why");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn runner_that_exited_before_the_sidecar_watched_is_not_missed() {
-    let p = pod("early");
-    p.run(
-        r#"
-start_supervise --docker-wait=0 -- "$T/runner.sh" exit 0 0
+    let p = Scenario::new("early")
+        .runner("--docker-wait=0", "exit 0 0")
+        .then(
+            r#"
 wait "$SUP"; echo $? > "$T/supervise.code"; SUP=
 event sidecar-start
 start_sidecar --runner-start-timeout=600
 wait "$SIDECAR"; echo $? > "$T/sidecar.code"; SIDECAR=
 event sidecar-end
-finish
 "#,
-        limit(),
-    );
-    let started = p.event_time("sidecar-start");
-    let stopped = p.event_time("sidecar-end");
+        )
+        .run();
+    let stopped_after = p.seconds("sidecar-start", "sidecar-end");
     p.check(
-        stopped - started < 2.0,
-        &format!(
-            "daemon stopped {:.2}s after the sidecar started",
-            stopped - started
-        ),
+        stopped_after < 2.0,
+        &format!("daemon stopped {stopped_after:.2}s after the sidecar started"),
     );
-    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
+    p.exits("sidecar", 0, "the runner had ended");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn runner_never_starts_then_sidecar_exits_after_the_start_timeout() {
-    let p = pod("nostart");
-    let out = p.run(
-        r#"
-event sidecar-start
-start_sidecar --runner-start-timeout=2
-finish
-"#,
-        limit(),
-    );
-    let started = p.event_time("sidecar-start");
-    let stopped = p.event_time("daemon-TERM");
+    let p = Scenario::new("nostart")
+        .then("event sidecar-start")
+        .dind("--runner-start-timeout=2")
+        .run();
+    let stopped_after = p.seconds("sidecar-start", "daemon-TERM");
     p.check(
-        (1.9..3.5).contains(&(stopped - started)),
-        &format!("stopped after {:.2}s, expected ~2s", stopped - started),
+        (1.9..3.5).contains(&stopped_after),
+        &format!("stopped after {stopped_after:.2}s, expected ~2s"),
     );
-    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
-    p.check(out.elapsed < Duration::from_secs(10), "pod ended");
-    let log = p.read("sidecar.log").unwrap_or_default();
-    p.check(
-        log.contains("no runner started within 2s"),
-        "sidecar says why",
-    );
+    p.exits("sidecar", 0, "the pod's work is done");
+    p.check(p.elapsed < Duration::from_secs(10), "pod ended");
+    p.log_says("sidecar", "no runner started within 2s", "sidecar says why");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn a_reused_pid_is_not_mistaken_for_the_runner() {
-    let p = pod("pidreuse");
-    p.run(
-        r#"
+    let p = Scenario::new("pidreuse")
+        .then(
+            r#"
 # An unrelated process now holds the PID recorded in runner.pid, but it
 # started at another time: the runner is gone.
 sleep 30 & OTHER=$!
@@ -327,38 +369,29 @@ if kill -0 "$SIDECAR" 2>/dev/null; then event sidecar-kept-waiting; fi
 kill "$OTHER"; wait "$OTHER"
 event other-ended
 wait "$SIDECAR"; echo $? > "$T/sidecar2.code"; SIDECAR=
-finish
 "#,
-        limit(),
-    );
-    let d = p.event_time("sidecar-end") - p.event_time("sidecar-start");
+        )
+        .run();
+    let d = p.seconds("sidecar-start", "sidecar-end");
     p.check(
         d < 2.0,
         &format!("reused PID: daemon stopped after {d:.2}s"),
     );
-    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
+    p.exits("sidecar", 0, "the recorded runner is gone");
     p.check(
         p.has_event("sidecar-kept-waiting"),
         "a live runner keeps the daemon up",
     );
-    p.check(
-        p.code("sidecar2") == Some(0),
-        "second sidecar exit 0 once the process ended",
-    );
+    p.exits("sidecar2", 0, "once the live process ended");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn orphans_are_reaped_by_the_supervisor() {
-    let p = pod("zombies");
-    p.run(
-        r#"
-start_sidecar
-start_supervise --docker-wait=30 -- "$T/runner.sh" orphan
-finish
-"#,
-        limit(),
-    );
+    let p = Scenario::new("zombies")
+        .dind("")
+        .runner("--docker-wait=30", "orphan")
+        .run();
     let sup_pid = p.read("run/runner.pid").unwrap_or_default();
     let sup_pid = sup_pid.split_whitespace().next().unwrap_or("?").to_string();
     let orphan_parent = p.read("orphan.ppid").unwrap_or_default();
@@ -368,60 +401,53 @@ finish
     );
     let zombies = p.read("zombies").unwrap_or_else(|| "(not written)".into());
     p.check(zombies.trim().is_empty(), &format!("zombies: {zombies}"));
-    p.check(p.code("supervise") == Some(0), "supervise exit 0");
+    p.exits("supervise", 0, "the runner's code");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn command_not_found_or_not_executable_gets_a_distinct_code() {
-    let p = pod("notfound");
-    std::fs::write(p.path("not-executable"), "#!/bin/sh\n").expect("write");
-    p.run(
+    let scenario = Scenario::new("notfound")
+        .dind("")
+        .then("start_supervise --docker-wait=30 -- /no/such/runner --flag");
+    std::fs::write(scenario.pod.path("not-executable"), "#!/bin/sh\n").expect("write");
+    let p = scenario.run_then(
         r#"
-start_sidecar
-start_supervise --docker-wait=30 -- /no/such/runner --flag
-finish
 "$BIN" supervise --run-dir "$RUN" --docker-wait=0 -- "$T/not-executable" 2> "$T/noexec.log"
 echo $? > "$T/noexec.code"
 "#,
-        limit(),
     );
-    p.check(p.code("supervise") == Some(127), "not found: 127");
+    p.exits("supervise", 127, "not found");
     p.check(
         p.read("run/runner.exit").as_deref() == Some("126\n"),
         "runner.exit of the last run: 126",
     );
-    p.check(p.code("noexec") == Some(126), "not executable: 126");
-    let log = p.read("supervise.log").unwrap_or_default();
-    p.check(
-        log.contains("\"/no/such/runner\": command not found"),
+    p.exits("noexec", 126, "not executable");
+    p.log_says(
+        "supervise",
+        "\"/no/such/runner\": command not found",
         "clear message",
     );
-    let log = p.read("noexec.log").unwrap_or_default();
-    p.check(log.contains("not executable"), "clear message for 126");
-    p.check(
-        p.code("sidecar") == Some(0),
-        "sidecar stopped the daemon and exited 0",
-    );
+    p.log_says("noexec", "not executable", "clear message for 126");
+    p.exits("sidecar", 0, "it stopped the daemon");
     p.check(p.has_event("daemon-TERM"), "daemon stopped");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn runner_started_with_sigint_ignored_still_gets_sigint() {
-    let p = pod("sigign");
-    p.run(
-        r#"
-start_sidecar
+    let p = Scenario::new("sigign")
+        .dind("")
+        .then(
+            r#"
 # A launcher that ignores SIGINT (a shell's background job does this).
 ( trap '' INT ALRM; grep SigIgn /proc/self/status > "$T/launcher.sigign"; exec "$BIN" supervise --run-dir "$RUN" --docker-wait=30 -- "$T/runner.sh" wait ) >>"$T/supervise.log" 2>&1 &
 SUP=$!
-i=0; until grep -q runner-start "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done
-kill -TERM "$SUP" "$SIDECAR"
-finish
 "#,
-        limit(),
-    );
+        )
+        .once("runner-start")
+        .then(r#"kill -TERM "$SUP" "$SIDECAR""#)
+        .run();
     let sup = p.read("launcher.sigign").unwrap_or_default();
     // SIGINT is bit 2 of the mask: ...02; the test means nothing without it.
     p.check(
@@ -437,28 +463,19 @@ finish
         p.read("runner.signals").as_deref() == Some("INT\n"),
         "runner got SIGINT",
     );
-    p.check(p.code("supervise") == Some(0), "supervise exit 0");
+    p.exits("supervise", 0, "a clean stop");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn standalone_sidecar_passes_sigterm_on() {
-    let p = pod("standalone");
-    p.run(
-        r#"
-start_sidecar --standalone
-i=0; until grep -q daemon-start "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done
-sleep 0.2
-kill -TERM "$SIDECAR"
-finish
-"#,
-        limit(),
-    );
+    let p = Scenario::new("standalone")
+        .dind("--standalone")
+        .once("daemon-start")
+        .then("sleep 0.2\nkill -TERM \"$SIDECAR\"")
+        .run();
     p.check(p.has_event("daemon-TERM"), "daemon got SIGTERM at once");
-    p.check(
-        p.code("sidecar") == Some(0),
-        "sidecar exits as the daemon did",
-    );
+    p.exits("sidecar", 0, "as the daemon did");
     p.check(
         !p.path("run/docker.ready").exists(),
         "no coordination files",
@@ -468,55 +485,41 @@ finish
 
 #[test]
 fn rewrite_table_from_the_environment() {
-    let p = pod("rewrite");
-    p.run(
-        r#"
-start_sidecar
-DIND_INJECTOR_REWRITE=TERM:TERM start_supervise --docker-wait=30 --drain-timeout=0 -- "$T/runner.sh" wait
-i=0; until grep -q runner-start "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done
-kill -TERM "$SUP"
-finish
-"#,
-        limit(),
-    );
+    let p = Scenario::new("rewrite")
+        .dind("")
+        .then(r#"DIND_INJECTOR_REWRITE=TERM:TERM start_supervise --docker-wait=30 --drain-timeout=0 -- "$T/runner.sh" wait"#)
+        .once("runner-start")
+        .then(r#"kill -TERM "$SUP""#)
+        .run();
     p.check(
         p.read("runner.signals").as_deref() == Some("TERM\n"),
         "TERM:TERM passes SIGTERM as it is",
     );
-    p.check(
-        p.code("supervise") == Some(0),
-        "143 after our SIGTERM is a clean stop",
-    );
-    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
+    p.exits("supervise", 0, "143 after our SIGTERM is a clean stop");
+    p.exits("sidecar", 0, "the runner has ended");
     p.assert_no_leftovers();
 }
 
 #[test]
 fn a_daemon_that_dies_by_itself_ends_the_sidecar_with_its_code() {
-    let p = pod("daemondies");
-    p.script("crashing-dockerd", "#!/bin/sh\nsleep 0.5\nexit 7\n");
-    p.run(
-        r#"
-start_supervise --docker-wait=0 -- "$T/runner.sh" wait
+    let scenario = Scenario::new("daemondies")
+        .runner("--docker-wait=0", "wait")
+        .then(
+            r#"
 wait_file "$T/runner.pid"
 "$BIN" sidecar --run-dir "$RUN" --certs-dir "$CERTS" --docker-host "tcp://127.0.0.1:$PORT" \
   -- "$T/crashing-dockerd" >>"$T/sidecar.log" 2>&1 &
 SIDECAR=$!
 wait "$SIDECAR"; echo $? > "$T/sidecar.code"; SIDECAR=
 kill -TERM "$SUP"
-finish
 "#,
-        limit(),
-    );
-    p.check(
-        p.code("sidecar") == Some(7),
-        "sidecar exits with the daemon's code",
-    );
-    let log = p.read("sidecar.log").unwrap_or_default();
-    p.check(
-        log.contains("exited by itself with code 7"),
-        "sidecar says so",
-    );
+        );
+    scenario
+        .pod
+        .script("crashing-dockerd", "#!/bin/sh\nsleep 0.5\nexit 7\n");
+    let p = scenario.run();
+    p.exits("sidecar", 7, "the daemon's code");
+    p.log_says("sidecar", "exited by itself with code 7", "sidecar says so");
     p.check(
         !p.path("run/docker.ready").exists(),
         "no docker.ready for a dead daemon",
@@ -526,15 +529,10 @@ finish
 
 #[test]
 fn docker_never_ready_fails_with_a_clear_message_and_never_starts_the_runner() {
-    let p = pod("nodocker");
-    let out = p.run(
-        r#"
-start_supervise --docker-wait=1 -- "$T/runner.sh" exit 0
-finish
-"#,
-        limit(),
-    );
-    p.check(p.code("supervise") == Some(125), "supervise exit 125");
+    let p = Scenario::new("nodocker")
+        .runner("--docker-wait=1", "exit 0")
+        .run();
+    p.exits("supervise", 125, "Docker never became ready");
     p.check(
         p.read("run/runner.exit").as_deref() == Some("125\n"),
         "runner.exit 125 (the sidecar stops dockerd)",
@@ -546,6 +544,6 @@ finish
             && log.contains("docker.ready does not exist"),
         "clear message",
     );
-    p.check(out.elapsed < Duration::from_secs(10), "bounded");
+    p.check(p.elapsed < Duration::from_secs(10), "bounded");
     p.assert_no_leftovers();
 }

@@ -710,7 +710,7 @@ async fn auto_mode_without_an_api_falls_back_to_classic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_mode_is_used_without_asking_the_cluster() {
-    let dir = common::server::temp_dir("native-config");
+    let dir = common::temp_dir("native-config");
     let config = dir.join("config.yaml");
     std::fs::write(&config, "sidecarMode: native\n").expect("config");
     let server = Server::start(&["--config", config.to_str().expect("utf8")]);

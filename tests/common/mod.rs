@@ -7,6 +7,7 @@ pub mod procs;
 pub mod server;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dind_injector::engine::config::Config;
 use dind_injector::engine::{Decision, Engine, Mode};
@@ -14,6 +15,26 @@ use serde_json::{json, Value};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dind-injector")
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this
+/// process and call. Whoever needs it gone removes it ([`procs::Pod`] does,
+/// unless the test failed, so the files can be read).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dind-injector-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
 }
 
 pub fn engine() -> Engine {

@@ -13,32 +13,15 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_dind-injector")
-}
+use super::{bin, temp_dir};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
-
-/// A fresh directory under the system temp dir (removed by [`Pod::drop`]
-/// unless the test failed, so the files can be read).
-pub fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "dind-lifecycle-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    dir
 }
 
 pub fn write_script(path: &Path, body: &str) {
@@ -108,7 +91,7 @@ pub struct Outcome {
 impl Pod {
     /// Volumes, certificates (written by the real `init`), the fake dockerd.
     pub fn new(name: &str) -> Pod {
-        let dir = temp_dir(name);
+        let dir = temp_dir(&format!("lifecycle-{name}"));
         for sub in ["run", "fake", "www", "bin"] {
             std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
         }

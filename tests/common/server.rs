@@ -1,5 +1,6 @@
 //! Starts the real `dind-injector serve` binary and talks to it over real TLS.
 
+use super::{bin, temp_dir};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,23 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_dind-injector")
-}
-
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "dind-injector-{tag}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// Runs `dind-injector certs --out dir` (a new serving cert, same CA).
 pub fn issue_certs(dir: &Path, days: u32) {
