@@ -110,6 +110,9 @@ base() {
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
   printf 'root:x:0:\ndocker:x:999:\nnogroup:x:65534:\n' > "$root/etc/group"
   printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
+  # Kubernetes and docker mount their own; a bare runtime (ctr run) does not,
+  # and the Go resolver of docker's CLI then cannot find `localhost`.
+  printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
 }
 
 archive() { # archive ROOT FILE REF [docker-archive.py flags]

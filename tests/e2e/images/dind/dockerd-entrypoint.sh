@@ -65,7 +65,7 @@ if [ "$1" = dockerd ]; then
   # containers can ask for shared or slave bind-mount propagation; and
   # securityfs, where dockerd looks for AppArmor.
   mount --make-rshared / 2> /dev/null || :
-  if [ -d /sys/kernel/security ] && ! mountpoint -q /sys/kernel/security; then
+  if [ -d /sys/kernel/security ] && ! awk '$5 == "/sys/kernel/security" { found = 1 } END { exit !found }' /proc/self/mountinfo; then
     mount -t securityfs none /sys/kernel/security 2> /dev/null || :
   fi
 fi

@@ -9,7 +9,7 @@
 #                             `runner: docker ready` or `runner: docker NOT ready`
 #                             (no retry: Docker must be up before the first command)
 #   RUNNER_JOB=1              run one job (0: an idle runner, no worker)
-#   JOB_COMMANDS=             shell snippet the job runs (in bin/Runner.Worker),
+#   JOB_COMMANDS=             shell snippet the job runs in $WORK_DIR (in bin/Runner.Worker),
 #                             with the helpers load_job_image and
 #                             job_container SCRIPT (bin/lib.sh); output
 #                             lines are prefixed `job: `
