@@ -64,7 +64,7 @@ lib_packages=$(
 # --- the key --------------------------------------------------------------
 
 key=$( {
-  (cd "$src" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+  (cd "$src" && find . -type f ! -name "*.md" | LC_ALL=C sort | xargs sha256sum)  # not the docs
   sha256sum < "$0"
   dpkg-query -W -f '${Package} ${Version}\n' "${packages[@]}" $lib_packages | sort -u
 } | sha256sum | cut -c1-12)
