@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::{autodetect, listener, metrics, routes, tls};
 use crate::engine::config::SidecarMode;
@@ -120,27 +121,15 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
         body_timeout: options.body_timeout,
     }));
 
-    // `done` fires after the webhook listener has drained; the metrics
-    // server, the certificate watcher and the detection stop with it.
-    let (done_tx, done_rx) = watch::channel(false);
-    let until_done = move || {
-        let mut rx = done_rx.clone();
-        async move {
-            let _ = rx.wait_for(|done| *done).await;
-        }
-    };
-    let metrics_task = tokio::spawn(serve_metrics(
-        metrics_listener,
-        metrics.clone(),
-        until_done(),
-    ));
-    let watch_metrics = metrics.clone();
-    let watcher = tokio::spawn(store.clone().watch(
-        options.cert_reload_interval,
-        move |s| watch_metrics.set_cert_expiry(s.not_after()),
-        until_done(),
-    ));
-    let detection = start_detection(configured, &engine, &metrics, &options, until_done()).await;
+    let background = Background::start(&options, &store, &metrics, metrics_listener);
+    let detection = start_detection(
+        configured,
+        &engine,
+        &metrics,
+        &options,
+        background.until_done(),
+    )
+    .await;
 
     readiness.set(true);
     tracing::info!(%addr, %metrics_addr, not_after = ?store.not_after(), "serving");
@@ -160,18 +149,63 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     )
     .await;
 
-    let _ = done_tx.send(true);
-    let _ = watcher.await;
-    if let Some(detection) = detection {
-        let _ = detection.await;
-    }
-    match metrics_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "metrics server task failed"),
-    }
+    background.stop(detection).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The tasks that live as long as the webhook listener: the metrics
+/// server and the certificate watcher (and, started apart, detection).
+struct Background {
+    /// Fires after the webhook listener has drained; every task stops then.
+    done: watch::Sender<bool>,
+    metrics: JoinHandle<std::io::Result<()>>,
+    watcher: JoinHandle<()>,
+}
+
+impl Background {
+    fn start(
+        options: &Options,
+        store: &Arc<tls::CertStore>,
+        metrics: &Arc<metrics::Metrics>,
+        metrics_listener: TcpListener,
+    ) -> Self {
+        let (done, _) = watch::channel(false);
+        let metrics_task = tokio::spawn(serve_metrics(
+            metrics_listener,
+            metrics.clone(),
+            done_signal(done.subscribe()),
+        ));
+        let watch_metrics = metrics.clone();
+        let watcher = tokio::spawn(store.clone().watch(
+            options.cert_reload_interval,
+            move |s| watch_metrics.set_cert_expiry(s.not_after()),
+            done_signal(done.subscribe()),
+        ));
+        Self {
+            done,
+            metrics: metrics_task,
+            watcher,
+        }
+    }
+
+    /// Resolves when [`Background::stop`] is called.
+    fn until_done(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        done_signal(self.done.subscribe())
+    }
+
+    async fn stop(self, detection: Option<JoinHandle<()>>) {
+        let _ = self.done.send(true);
+        let _ = self.watcher.await;
+        if let Some(detection) = detection {
+            let _ = detection.await;
+        }
+        match self.metrics.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "metrics server task failed"),
+        }
+    }
 }
 
 /// The webhook port and the metrics port.
@@ -183,6 +217,11 @@ async fn bind(options: &Options) -> anyhow::Result<(TcpListener, TcpListener)> {
         .await
         .with_context(|| format!("cannot listen on {} for metrics", options.metrics_addr))?;
     Ok((listener, metrics_listener))
+}
+
+/// Resolves once `done` is true (or its sender is gone).
+async fn done_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|done| *done).await;
 }
 
 /// Starts `sidecarMode: auto` detection (a configured mode is in force at
@@ -197,7 +236,7 @@ async fn start_detection(
     metrics: &Arc<metrics::Metrics>,
     options: &Options,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Option<JoinHandle<()>> {
     if configured != SidecarMode::Auto {
         metrics.set_sidecar_mode(Mode::resolve(configured, Mode::Classic).as_str());
         return None;
