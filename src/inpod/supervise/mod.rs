@@ -150,79 +150,110 @@ struct ChildEnd {
 }
 
 fn wait_for_child(args: &Args, sigs: &SignalPipe, child: Pid) -> ChildEnd {
-    let me = getpid().as_raw_nonzero().get();
-    let mut we_asked = false;
-    // While draining: when to give up, and the signal to send after.
-    let mut drain: Option<(Instant, i32)> = None;
-    let deliver = |sig: i32| {
-        if let Some(s) = Signal::from_named_raw(sig) {
-            // The whole group: the runner's helpers stop with it. ESRCH
-            // (already gone) is fine.
-            let _ = kill_process_group(child, s);
-        }
+    let mut runner = Runner {
+        args,
+        child,
+        me: getpid().as_raw_nonzero().get(),
+        we_asked: false,
+        drain: None,
     };
     loop {
-        let timeout = if drain.is_some() {
+        let timeout = if runner.drain.is_some() {
             Duration::from_millis(250)
         } else {
             Duration::from_secs(1)
         };
         let got = sigs.wait(timeout);
         if let Some(status) = reaper::reap_all(Some(child)) {
-            return ChildEnd { status, we_asked };
+            return ChildEnd {
+                status,
+                we_asked: runner.we_asked,
+            };
         }
-        for sig in got {
-            if sig == libc::SIGCHLD {
-                continue;
+        for sig in got.into_iter().filter(|s| *s != libc::SIGCHLD) {
+            runner.on_signal(sig);
+        }
+        runner.check_drain();
+    }
+}
+
+/// The running runner, as the supervisor's signal loop sees it.
+struct Runner<'a> {
+    args: &'a Args,
+    child: Pid,
+    /// The supervisor's PID: drain processes are searched below it.
+    me: i32,
+    /// A stop request was passed on (or is held back by a drain).
+    we_asked: bool,
+    /// While draining: when to give up, and the signal to send after.
+    drain: Option<(Instant, i32)>,
+}
+
+impl Runner<'_> {
+    /// SIGTERM while a job runs starts a drain; every other signal (and
+    /// SIGTERM with no job, or with draining off) is passed on, rewritten.
+    fn on_signal(&mut self, sig: i32) {
+        let spec = &self.args.spec;
+        let to = rewrite::apply(&self.args.rewrites, sig);
+        if sig == libc::SIGTERM && !spec.drain_timeout.is_zero() {
+            if self.drain.is_some() {
+                log(format_args!("SIGTERM again: still draining"));
+                return;
             }
-            let to = rewrite::apply(&args.rewrites, sig);
-            if sig == libc::SIGTERM && !args.spec.drain_timeout.duration().is_zero() {
-                if drain.is_some() {
-                    log(format_args!("SIGTERM again: still draining"));
-                    continue;
-                }
-                if let Some(worker) = drain::find_worker(me, &args.spec.drain_process) {
-                    log(format_args!(
-                        "SIGTERM while a job runs ({} pid {worker}): draining, \
-                         {} to the runner when it ends or in {}s",
-                        args.spec.drain_process,
-                        signals::name(to),
-                        args.spec.drain_timeout.duration().as_secs()
-                    ));
-                    drain = Some((Instant::now() + args.spec.drain_timeout.duration(), to));
-                    we_asked = true;
-                    continue;
-                }
+            if let Some(worker) = drain::find_worker(self.me, &spec.drain_process) {
+                log(format_args!(
+                    "SIGTERM while a job runs ({} pid {worker}): draining, \
+                     {} to the runner when it ends or in {}s",
+                    spec.drain_process,
+                    signals::name(to),
+                    spec.drain_timeout
+                ));
+                self.drain = Some((Instant::now() + spec.drain_timeout.duration(), to));
+                self.we_asked = true;
+                return;
             }
-            if STOP_REQUESTS.contains(&sig) {
-                we_asked = true;
-            }
+        }
+        if STOP_REQUESTS.contains(&sig) {
+            self.we_asked = true;
+        }
+        log(format_args!(
+            "{} received: sending {} to the runner",
+            signals::name(sig),
+            signals::name(to)
+        ));
+        self.deliver(to);
+    }
+
+    /// Ends a drain when the job has finished or the drain timeout passed.
+    fn check_drain(&mut self) {
+        let Some((deadline, to)) = self.drain else {
+            return;
+        };
+        let spec = &self.args.spec;
+        if drain::find_worker(self.me, &spec.drain_process).is_none() {
             log(format_args!(
-                "{} received: sending {} to the runner",
-                signals::name(sig),
+                "job finished: sending {} to the runner",
                 signals::name(to)
             ));
-            deliver(to);
+        } else if Instant::now() >= deadline {
+            log(format_args!(
+                "drain timeout ({}s) expired with {} still running: sending {} to the runner",
+                spec.drain_timeout,
+                spec.drain_process,
+                signals::name(to)
+            ));
+        } else {
+            return;
         }
-        if let Some((deadline, to)) = drain {
-            let worker = drain::find_worker(me, &args.spec.drain_process);
-            if worker.is_none() {
-                log(format_args!(
-                    "job finished: sending {} to the runner",
-                    signals::name(to)
-                ));
-                deliver(to);
-                drain = None;
-            } else if Instant::now() >= deadline {
-                log(format_args!(
-                    "drain timeout ({}s) expired with {} still running: sending {} to the runner",
-                    args.spec.drain_timeout.duration().as_secs(),
-                    args.spec.drain_process,
-                    signals::name(to)
-                ));
-                deliver(to);
-                drain = None;
-            }
+        self.deliver(to);
+        self.drain = None;
+    }
+
+    /// To the whole group: the runner's helpers stop with it. ESRCH
+    /// (already gone) is fine.
+    fn deliver(&self, sig: i32) {
+        if let Some(s) = Signal::from_named_raw(sig) {
+            let _ = kill_process_group(self.child, s);
         }
     }
 }
