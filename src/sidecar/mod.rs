@@ -65,11 +65,8 @@ pub fn run(config: &Config) -> Result<u8, Error> {
     let sigs = SignalPipe::new(&caught).map_err(Error::Signals)?;
     let argv = daemon_argv(config);
 
-    if config.standalone {
-        let daemon = spawn::spawn(&argv, false)?;
-        return Ok(standalone(&sigs, daemon));
-    }
-
+    // docker.ready is written in both modes: in native mode the dind
+    // container's postStart hook (`wait-docker`) waits for it.
     let run_dir = RunDir::new(&config.run_dir);
     run_dir.ensure()?;
     // From a previous daemon (a restarted dind container): not this one.
@@ -77,7 +74,11 @@ pub fn run(config: &Config) -> Result<u8, Error> {
     let started = Instant::now();
     let daemon = spawn::spawn(&argv, false)?;
     let readiness = Readiness::start(config.clone(), run_dir.clone(), started);
-    let code = coordinated(config, &run_dir, &sigs, daemon, started);
+    let code = if config.standalone {
+        standalone(&sigs, daemon)
+    } else {
+        coordinated(config, &run_dir, &sigs, daemon, started)
+    };
     readiness.stop(&run_dir);
     Ok(code)
 }

@@ -240,6 +240,8 @@ impl Pod {
             "kubelet.err",
             "daemon.args",
             "runner.signals",
+            "hook.log",
+            "hook.code",
         ] {
             if let Some(text) = self.read(f) {
                 s.push_str(&format!("--- {f}\n{text}\n"));
