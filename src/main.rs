@@ -28,6 +28,8 @@ enum Command {
     Supervise(dind_injector::cmd::supervise::Args),
     /// dind entrypoint wrapper: run dockerd, report readiness, stop it after the runner.
     Sidecar(dind_injector::cmd::sidecar::Args),
+    /// Native dind postStart hook: wait (bounded) until the sidecar wrote docker.ready.
+    WaitDocker(dind_injector::cmd::wait_docker::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Init(args) => dind_injector::cmd::init::run(args),
         Command::Supervise(args) => dind_injector::cmd::supervise::run(args),
         Command::Sidecar(args) => dind_injector::cmd::sidecar::run(args),
+        Command::WaitDocker(args) => dind_injector::cmd::wait_docker::run(args),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),

@@ -448,7 +448,8 @@ fn standalone_sidecar_passes_sigterm_on() {
         r#"
 start_sidecar --standalone
 i=0; until grep -q daemon-start "$T/events" 2>/dev/null || [ $i -gt 200 ]; do sleep 0.05; i=$((i+1)); done
-sleep 0.2
+wait_file "$RUN/docker.ready"
+[ -e "$RUN/docker.ready" ] && event ready-written
 kill -TERM "$SIDECAR"
 finish
 "#,
@@ -456,14 +457,82 @@ finish
     );
     p.check(p.has_event("daemon-TERM"), "daemon got SIGTERM at once");
     p.check(
+        p.has_event("ready-written"),
+        "docker.ready written in standalone mode too (native mode's hook waits for it)",
+    );
+    p.check(
         p.code("sidecar") == Some(0),
         "sidecar exits as the daemon did",
     );
     p.check(
         !p.path("run/docker.ready").exists(),
-        "no coordination files",
+        "docker.ready removed once the daemon stopped",
     );
     p.assert_no_leftovers();
+}
+
+/// Native mode: the kubelet runs the dind container's postStart hook
+/// (`wait-docker`) right after starting it and starts the runner only when
+/// the hook has returned. Before issue 10 a standalone sidecar wrote no
+/// docker.ready, so such a hook could only time out.
+#[test]
+fn native_post_start_hook_returns_once_the_standalone_sidecar_wrote_docker_ready() {
+    let p = pod("native-hook");
+    p.run(
+        r#"
+start_sidecar --standalone
+"$BIN" wait-docker --run-dir "$RUN" --timeout=30 >>"$T/hook.log" 2>&1
+echo $? > "$T/hook.code"
+event hook-returned
+[ -e "$RUN/docker.ready" ] && event ready-when-hook-returned
+kill -TERM "$SIDECAR"
+finish
+"#,
+        limit(),
+    );
+    p.check(p.code("hook") == Some(0), "the hook succeeded");
+    p.check(
+        p.has_event("ready-when-hook-returned"),
+        "docker.ready existed when the hook returned",
+    );
+    p.check(
+        p.read("sidecar.log")
+            .unwrap_or_default()
+            .contains("dockerd answers"),
+        "the sidecar pinged the daemon before writing docker.ready",
+    );
+    p.check(p.code("sidecar") == Some(0), "sidecar exit 0");
+    p.check(
+        !p.path("run/docker.ready").exists(),
+        "docker.ready removed once the daemon stopped",
+    );
+    p.assert_no_leftovers();
+}
+
+/// A Docker that never answers: the hook fails at its bound, so the
+/// kubelet kills and restarts dind and never starts the runner.
+#[test]
+fn native_post_start_hook_fails_at_its_bound_when_docker_never_answers() {
+    let p = pod("native-hook-timeout");
+    let outcome = p.run(
+        r#"
+"$BIN" wait-docker --run-dir "$RUN" --timeout=1 >>"$T/hook.log" 2>&1
+echo $? > "$T/hook.code"
+finish
+"#,
+        limit(),
+    );
+    p.check(p.code("hook") == Some(1), "the hook failed (exit 1)");
+    p.check(
+        outcome.elapsed < Duration::from_secs(5),
+        "within its bound, not forever",
+    );
+    p.check(
+        p.read("hook.log")
+            .unwrap_or_default()
+            .contains("Docker did not become ready within 1s"),
+        "the hook says why",
+    );
 }
 
 #[test]

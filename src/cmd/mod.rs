@@ -6,3 +6,4 @@ pub mod inject;
 pub mod serve;
 pub mod sidecar;
 pub mod supervise;
+pub mod wait_docker;

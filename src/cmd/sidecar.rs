@@ -12,7 +12,8 @@ use crate::sidecar::{self, mtu, Mtu};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// No coordination with a supervised runner: run the daemon, pass
-    /// SIGTERM/SIGINT on, exit as it does (native sidecars, unsupervised runners).
+    /// SIGTERM/SIGINT on, exit as it does (native sidecars, unsupervised
+    /// runners). docker.ready is still written to the run directory.
     #[arg(long, env = "DIND_INJECTOR_STANDALONE")]
     pub standalone: bool,
     /// The run directory shared with the runner container.

@@ -9,6 +9,7 @@
 //! or because no runner ever started. It reads the current state before it
 //! waits, so a runner that ended before the sidecar looked is not missed.
 
+pub mod dockerd;
 pub mod mtu;
 pub mod ping;
 
@@ -64,11 +65,8 @@ pub fn run(config: &Config) -> Result<u8, Error> {
     let sigs = SignalPipe::new(&caught).map_err(Error::Signals)?;
     let argv = daemon_argv(config);
 
-    if config.standalone {
-        let daemon = spawn::spawn(&argv, false)?;
-        return Ok(standalone(&sigs, daemon));
-    }
-
+    // docker.ready is written in both modes: in native mode the dind
+    // container's postStart hook (`wait-docker`) waits for it.
     let run_dir = RunDir::new(&config.run_dir);
     run_dir.ensure()?;
     // From a previous daemon (a restarted dind container): not this one.
@@ -76,7 +74,11 @@ pub fn run(config: &Config) -> Result<u8, Error> {
     let started = Instant::now();
     let daemon = spawn::spawn(&argv, false)?;
     let readiness = Readiness::start(config.clone(), run_dir.clone(), started);
-    let code = coordinated(config, &run_dir, &sigs, daemon, started);
+    let code = if config.standalone {
+        standalone(&sigs, daemon)
+    } else {
+        coordinated(config, &run_dir, &sigs, daemon, started)
+    };
     readiness.stop(&run_dir);
     Ok(code)
 }
@@ -85,19 +87,27 @@ fn daemon_argv(config: &Config) -> Vec<String> {
     if !mtu::runs_dockerd(&config.command) {
         return config.command.clone();
     }
-    match mtu::resolve(config.mtu) {
-        Some(m) => {
-            let argv = mtu::add_mtu_args(&config.command, m);
-            if argv.len() > config.command.len() {
-                log(format_args!(
-                    "pod MTU {m}: {:?}",
-                    &argv[config.command.len()..]
-                ));
-            }
-            argv
-        }
-        None => config.command.clone(),
+    let Some(m) = mtu::resolve(config.mtu) else {
+        return config.command.clone();
+    };
+    let decision = mtu::decide(&config.command, m, || {
+        let path = std::env::var("PATH").ok();
+        let program = dockerd::probe_target(&config.command, path.as_deref())?;
+        let started = Instant::now();
+        let accepted = dockerd::probe(&program, dockerd::PROBE_TIMEOUT);
+        log(format_args!(
+            "asked {} --help which flags it accepts ({:.0} ms)",
+            program.display(),
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        accepted
+    });
+    for note in &decision.notes {
+        log(format_args!("{note}"));
     }
+    let mut argv = config.command.clone();
+    argv.extend(decision.args);
+    argv
 }
 
 /// Native mode, or no supervised runner: pass signals on, exit as dockerd did.
