@@ -29,7 +29,7 @@ DEPS_PACKAGES := docker.io busybox-static openssl curl util-linux
 # The e2e node (make e2e): Debian's runc and CNI plugins beside the
 # containerd built from its module, tini as PID 1 of the run's namespaces,
 # ip and iptables for its network, a C compiler for the pause image.
-E2E_PACKAGES := runc containernetworking-plugins tini iproute2 iptables gcc libc6-dev
+E2E_PACKAGES := runc containerd containernetworking-plugins tini iproute2 iptables gcc libc6-dev python3
 
 # Helm and kustomize for the deployment tests, built from their Go modules
 # (no release binaries can be downloaded here) and cached by version, so only

@@ -25,7 +25,7 @@ enum Command {
     // === the engine, offline ===
     /// Print manifests with runner pods injected (offline, no cluster needed).
     Inject(engine::inject::Args),
-    // === the pod side: init, supervise, sidecar ===
+    // === the pod side: init, supervise, sidecar, wait-docker ===
     #[command(flatten)]
     InPod(inpod::Helper),
 }

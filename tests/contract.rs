@@ -19,7 +19,8 @@ struct PodArgv {
     helper: inpod::Helper,
 }
 
-/// Every `command` list in a golden record (patch values and the pod).
+/// Every `command` list in a golden record (patch values and the pod),
+/// container commands and exec hooks alike.
 fn commands(value: &Value, out: &mut Vec<Vec<String>>) {
     match value {
         Value::Object(map) => {
@@ -48,6 +49,7 @@ fn round_trip(argv: &[String]) -> Result<&'static str, String> {
         inpod::Helper::Init(args) => (cmdline::INIT, args.argv(&argv[0])),
         inpod::Helper::Supervise(args) => (cmdline::SUPERVISE, args.spec.argv()),
         inpod::Helper::Sidecar(args) => (cmdline::SIDECAR, args.spec.argv()),
+        inpod::Helper::WaitDocker(args) => (cmdline::WAIT_DOCKER, args.spec.argv()),
     };
     if rendered != argv {
         return Err(format!(
@@ -90,7 +92,12 @@ fn every_helper_command_line_in_the_golden_files_parses_and_renders_back() {
         "helper command lines the helpers do not accept as written:\n\n{}",
         failures.join("\n\n")
     );
-    for helper in [cmdline::INIT, cmdline::SUPERVISE, cmdline::SIDECAR] {
+    for helper in [
+        cmdline::INIT,
+        cmdline::SUPERVISE,
+        cmdline::SIDECAR,
+        cmdline::WAIT_DOCKER,
+    ] {
         assert!(
             seen.get(helper).is_some_and(|n| *n > 0),
             "no {helper} command line in tests/golden: {seen:?}"

@@ -95,6 +95,15 @@ impl Scenario {
         ))
     }
 
+    /// The kubelet runs the native `dind` container's postStart hook
+    /// (`wait-docker FLAGS`) and waits for it; its code goes to `hook.code`.
+    fn post_start_hook(self, flags: &str) -> Self {
+        self.then(&format!(
+            r#""$BIN" wait-docker --run-dir "$RUN" {flags} >>"$T/hook.log" 2>&1
+echo $? > "$T/hook.code""#
+        ))
+    }
+
     /// The kubelet stops a classic pod: SIGTERM to every container at once.
     fn kubelet_stops_the_pod(self) -> Self {
         self.then("event kubelet-TERM\nkill -TERM \"$SUP\" \"$SIDECAR\"")
@@ -472,15 +481,79 @@ fn standalone_sidecar_passes_sigterm_on() {
     let p = Scenario::new("standalone")
         .dind("--standalone")
         .once("daemon-start")
-        .then("sleep 0.2\nkill -TERM \"$SIDECAR\"")
+        .then(
+            r#"
+wait_file "$RUN/docker.ready"
+[ -e "$RUN/docker.ready" ] && event ready-written
+kill -TERM "$SIDECAR"
+"#,
+        )
         .run();
     p.check(p.has_event("daemon-TERM"), "daemon got SIGTERM at once");
+    p.check(
+        p.has_event("ready-written"),
+        "docker.ready written in standalone mode too (native mode's hook waits for it)",
+    );
     p.exits("sidecar", 0, "as the daemon did");
     p.check(
         !p.path("run/docker.ready").exists(),
-        "no coordination files",
+        "docker.ready removed once the daemon stopped",
     );
     p.assert_no_leftovers();
+}
+
+/// Native mode: the kubelet runs the dind container's postStart hook
+/// (`wait-docker`) right after starting it and starts the runner only when
+/// the hook has returned. Before issue 10 a standalone sidecar wrote no
+/// docker.ready, so such a hook could only time out.
+#[test]
+fn native_post_start_hook_returns_once_the_standalone_sidecar_wrote_docker_ready() {
+    let p = Scenario::new("native-hook")
+        .dind("--standalone")
+        .post_start_hook("--timeout=30")
+        .then(
+            r#"
+event hook-returned
+[ -e "$RUN/docker.ready" ] && event ready-when-hook-returned
+kill -TERM "$SIDECAR"
+"#,
+        )
+        .run();
+    p.exits("hook", 0, "the hook succeeded");
+    p.check(
+        p.has_event("ready-when-hook-returned"),
+        "docker.ready existed when the hook returned",
+    );
+    p.log_says(
+        "sidecar",
+        "dockerd answers",
+        "the sidecar pinged the daemon before writing docker.ready",
+    );
+    p.exits("sidecar", 0, "as the daemon did");
+    p.check(
+        !p.path("run/docker.ready").exists(),
+        "docker.ready removed once the daemon stopped",
+    );
+    p.assert_no_leftovers();
+}
+
+/// A Docker that never answers: the hook fails at its bound, so the
+/// kubelet kills and restarts dind and never starts the runner.
+#[test]
+fn native_post_start_hook_fails_at_its_bound_when_docker_never_answers() {
+    let p = Scenario::new("native-hook-timeout")
+        .post_start_hook("--timeout=1")
+        .run();
+    p.exits("hook", 1, "the hook failed");
+    p.check(
+        p.elapsed < Duration::from_secs(5),
+        "within its bound, not forever",
+    );
+    p.log_says(
+        "hook",
+        "Docker did not become ready within 1s",
+        "the hook says why",
+    );
 }
 
 #[test]

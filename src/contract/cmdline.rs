@@ -3,10 +3,10 @@
 //!
 //! Each struct here is both: the helper's parser (`#[command(flatten)]` in
 //! its `Args`, so clap reads these very fields) and the engine's renderer
-//! ([`Init::argv`], [`Supervise::argv`], [`Sidecar::argv`]). A flag the engine
-//! writes therefore has one name, one type and one default. The helpers'
-//! other flags (run dir, rewrite table, MTU, timeouts the engine never sets)
-//! live with the helper. `tests/contract.rs` parses every helper command line
+//! ([`Init::argv`], [`Supervise::argv`], [`Sidecar::argv`],
+//! [`WaitDocker::argv`]). A flag the engine writes therefore has one name,
+//! one type and one default. The helpers' other flags (run dir, rewrite
+//! table, MTU, timeouts the engine never sets) live with the helper. `tests/contract.rs` parses every helper command line
 //! of every golden file with the helpers' own parser and renders it back.
 
 use std::fmt;
@@ -20,6 +20,7 @@ use super::path;
 pub const INIT: &str = "init";
 pub const SUPERVISE: &str = "supervise";
 pub const SIDECAR: &str = "sidecar";
+pub const WAIT_DOCKER: &str = "wait-docker";
 
 /// Long names of the flags the engine writes.
 pub mod flag {
@@ -29,6 +30,7 @@ pub mod flag {
     pub const DOCKER_WAIT: &str = "docker-wait";
     pub const DRAIN_PROCESS: &str = "drain-process";
     pub const STANDALONE: &str = "standalone";
+    pub const TIMEOUT: &str = "timeout";
 }
 
 /// How long a running job may finish after SIGTERM: the config's default
@@ -136,7 +138,8 @@ impl Supervise {
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Sidecar {
     /// No coordination with a supervised runner: run the daemon, pass
-    /// SIGTERM/SIGINT on, exit as it does (native sidecars, unsupervised runners).
+    /// SIGTERM/SIGINT on, exit as it does (native sidecars, unsupervised
+    /// runners). docker.ready is still written to the run directory.
     #[arg(long = flag::STANDALONE, env = "DIND_INJECTOR_STANDALONE")]
     pub standalone: bool,
     /// The daemon's command (dockerd-entrypoint.sh or dockerd) and arguments.
@@ -154,5 +157,25 @@ impl Sidecar {
         argv.push("--".into());
         argv.extend(self.command.iter().cloned());
         argv
+    }
+}
+
+/// What the engine writes on `wait-docker`'s command line (the native
+/// `dind` container's postStart hook).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct WaitDocker {
+    /// Fail when docker.ready has not appeared within this time.
+    #[arg(long = flag::TIMEOUT, env = "DIND_INJECTOR_WAIT_DOCKER_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_DOCKER_WAIT)]
+    pub timeout: Seconds,
+}
+
+impl WaitDocker {
+    /// `[binary, wait-docker, --timeout=N]`.
+    pub fn argv(&self) -> Vec<String> {
+        vec![
+            path::BINARY.into(),
+            WAIT_DOCKER.into(),
+            long(flag::TIMEOUT, self.timeout),
+        ]
     }
 }

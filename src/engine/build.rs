@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Probe, ResourceRequirements,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Lifecycle, LifecycleHandler,
+    Probe, ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
@@ -173,6 +173,24 @@ fn docker_probe(period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
+/// `dind-injector wait-docker` as the postStart hook (native mode).
+fn wait_docker_hook(budget: u32) -> Lifecycle {
+    Lifecycle {
+        post_start: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(
+                    cmdline::WaitDocker {
+                        timeout: Seconds(budget.max(1)),
+                    }
+                    .argv(),
+                ),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The `dind` container: a regular sidecar (classic) or a native sidecar.
 fn dind_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::Error> {
     let v = &shape.volumes;
@@ -234,9 +252,12 @@ fn dind_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::E
             ..Default::default()
         }),
         readiness_probe: Some(docker_probe(10, 3)),
-        // Native sidecars gate the runner's start on this probe: poll every
-        // second, for as long as the supervisor would wait in classic mode.
-        startup_probe: native.then(|| docker_probe(1, shape.docker_wait_budget.max(1) as i32)),
+        // Native sidecars gate the runner's start on "started". A postStart
+        // hook that returns when the sidecar wrote docker.ready makes that
+        // the moment Docker answers; a startup probe would add up to a probe
+        // period and a status round trip (docs/design.md, "Native sidecar
+        // start"). Bounded like the supervisor's wait in classic mode.
+        lifecycle: native.then(|| wait_docker_hook(shape.docker_wait_budget)),
         restart_policy: native.then(|| "Always".into()),
         ..Default::default()
     })?;

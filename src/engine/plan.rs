@@ -49,7 +49,7 @@ pub struct Shape {
     /// The sidecar must not wait for a runner that never writes `runner.pid`
     /// (no supervisor), nor in native mode (the kubelet orders the stop).
     pub standalone_sidecar: bool,
-    /// How long Docker may take to come up (the native startup probe's budget).
+    /// How long Docker may take to come up (the native postStart hook's bound).
     pub docker_wait_budget: u32,
     pub storage_size_limit: Option<String>,
     pub volumes: VolumeNames,

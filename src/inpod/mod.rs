@@ -1,9 +1,10 @@
 //! The pod side: the helpers that run inside every injected pod, from the
 //! binary `init` copied into the shared bin volume.
 //!
-//! `init` (the init container), `supervise` (the runner's entrypoint wrapper)
-//! and `sidecar` (the `dind` container's entrypoint wrapper) coordinate
-//! through files in the run directory ([`rundir`]). They run in thousands of
+//! `init` (the init container), `supervise` (the runner's entrypoint wrapper),
+//! `sidecar` (the `dind` container's entrypoint wrapper) and `wait-docker`
+//! (the native `dind` container's postStart hook) coordinate through files
+//! in the run directory ([`rundir`]). They run in thousands of
 //! CI pods a day, so they stay small and synchronous: no async runtime, no
 //! webhook code (`tests/layout.rs` checks both).
 
@@ -16,6 +17,7 @@ pub mod signals;
 pub mod sigreset;
 pub mod spawn;
 pub mod supervise;
+pub mod wait_docker;
 
 use anyhow::Context;
 
@@ -34,6 +36,9 @@ pub enum Helper {
     /// dind entrypoint wrapper: run dockerd, report readiness, stop it after the runner.
     #[command(name = cmdline::SIDECAR)]
     Sidecar(sidecar::Args),
+    /// Native dind postStart hook: wait (bounded) until the sidecar wrote docker.ready.
+    #[command(name = cmdline::WAIT_DOCKER)]
+    WaitDocker(wait_docker::Args),
 }
 
 impl Helper {
@@ -43,6 +48,7 @@ impl Helper {
             Helper::Init(args) => init::run(args),
             Helper::Supervise(args) => supervise::run(&args).context("supervise"),
             Helper::Sidecar(args) => sidecar::run(&args).context("sidecar"),
+            Helper::WaitDocker(args) => wait_docker::run(args),
         }
     }
 }

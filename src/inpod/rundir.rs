@@ -10,11 +10,13 @@
 //!   field 22 of `/proc/PID/stat`), written by `supervise` at start;
 //! - `runner.exit`: the supervisor's exit code, written when it ends;
 //! - `docker.ready`: the Docker host URL that answered `GET /_ping`,
-//!   written by `sidecar`.
+//!   written by `sidecar` (in native mode too, where the dind container's
+//!   postStart hook `wait-docker` waits for it).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::procfs;
 
@@ -146,6 +148,25 @@ impl RunDir {
         self.file(name).exists()
     }
 
+    /// Waits until `name` exists, checking every `poll`; `false` when
+    /// `timeout` passed first. For helpers with nothing else to watch (the
+    /// `wait-docker` hook): a stat every few milliseconds costs nothing
+    /// next to the latency it saves.
+    pub fn wait_for(&self, name: &str, timeout: Duration, poll: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let file = self.file(name);
+        loop {
+            if file.exists() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(poll.min(deadline - now));
+        }
+    }
+
     /// `runner.pid`, if present and well formed.
     pub fn runner(&self) -> Option<RunnerRecord> {
         let text = std::fs::read_to_string(self.file(RUNNER_PID)).ok()?;
@@ -187,6 +208,34 @@ mod tests {
             !reused.is_alive(),
             "same PID, other start time: not the runner"
         );
+    }
+
+    #[test]
+    fn wait_for_sees_a_file_written_meanwhile_and_gives_up_at_the_bound() {
+        let dir = std::env::temp_dir().join(format!("rundir-wait-{}", std::process::id()));
+        let run = RunDir::new(&dir);
+        run.ensure().unwrap();
+        let start = Instant::now();
+        assert!(!run.wait_for(
+            DOCKER_READY,
+            Duration::from_millis(100),
+            Duration::from_millis(10)
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        let writer = {
+            let run = run.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                run.write(DOCKER_READY, "tcp://localhost:2376\n").unwrap();
+            })
+        };
+        assert!(run.wait_for(
+            DOCKER_READY,
+            Duration::from_secs(5),
+            Duration::from_millis(10)
+        ));
+        writer.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -61,10 +61,18 @@ finish() {
 }
 "#;
 
-/// The fake dockerd: `openssl s_server -HTTP` serves `www/_ping` as a
+/// The fake dockerd: answers `--help` like Docker 28 (the flags the sidecar
+/// asks about), otherwise `openssl s_server -HTTP` serves `www/_ping` as a
 /// complete HTTP response over TLS with the server certificates from
 /// `init`, requiring a client certificate, like dockerd with --tlsverify.
 const FAKE_DOCKERD: &str = r#"#!/bin/sh
+# The sidecar asks `dockerd --help` which flags it accepts: a current dockerd's.
+if [ "${1:-}" = --help ]; then
+  echo "$(date +%s.%N) daemon-help" >> "$T/events"
+  printf '      --default-network-opt mapmap            Default network options (default map[])\n'
+  printf '      --mtu int                               Set the MTU for the default "bridge" network (default 1500)\n'
+  exit 0
+fi
 trap 'echo "$(date +%s.%N) daemon-TERM" >> "$T/events"; [ -n "${child:-}" ] && { kill $child; wait $child; }; exit 0' TERM
 echo "$*" > "$T/daemon.args"
 echo "$(date +%s.%N) daemon-start" >> "$T/events"
@@ -215,6 +223,8 @@ impl Pod {
             "kubelet.err",
             "daemon.args",
             "runner.signals",
+            "hook.log",
+            "hook.code",
         ] {
             if let Some(text) = self.read(f) {
                 s.push_str(&format!("--- {f}\n{text}\n"));

@@ -10,6 +10,7 @@
 //! waits, so a runner that ended before the sidecar looked is not missed.
 
 pub mod args;
+pub mod dockerd;
 pub mod mtu;
 pub mod ping;
 
@@ -51,11 +52,8 @@ pub fn run(config: &Args) -> Result<u8, Error> {
     let sigs = SignalPipe::new(&caught).map_err(Error::Signals)?;
     let argv = daemon_argv(config);
 
-    if config.spec.standalone {
-        let daemon = spawn::spawn(&argv, false)?;
-        return Ok(standalone(&sigs, daemon));
-    }
-
+    // docker.ready is written in both modes: in native mode the dind
+    // container's postStart hook (`wait-docker`) waits for it.
     let run_dir = RunDir::new(&config.run_dir);
     run_dir.ensure()?;
     // From a previous daemon (a restarted dind container): not this one.
@@ -63,7 +61,11 @@ pub fn run(config: &Args) -> Result<u8, Error> {
     let started = Instant::now();
     let daemon = spawn::spawn(&argv, false)?;
     let readiness = ReadyReporter::start(config.clone(), run_dir.clone(), started);
-    let code = coordinated(config, &run_dir, &sigs, daemon, started);
+    let code = if config.spec.standalone {
+        standalone(&sigs, daemon)
+    } else {
+        coordinated(config, &run_dir, &sigs, daemon, started)
+    };
     readiness.stop(&run_dir);
     Ok(code)
 }
@@ -72,19 +74,27 @@ fn daemon_argv(config: &Args) -> Vec<String> {
     if !mtu::runs_dockerd(&config.spec.command) {
         return config.spec.command.clone();
     }
-    match mtu::resolve(config.mtu) {
-        Some(m) => {
-            let argv = mtu::add_mtu_args(&config.spec.command, m);
-            if argv.len() > config.spec.command.len() {
-                log(format_args!(
-                    "pod MTU {m}: {:?}",
-                    &argv[config.spec.command.len()..]
-                ));
-            }
-            argv
-        }
-        None => config.spec.command.clone(),
+    let Some(m) = mtu::resolve(config.mtu) else {
+        return config.spec.command.clone();
+    };
+    let decision = mtu::decide(&config.spec.command, m, || {
+        let path = std::env::var("PATH").ok();
+        let program = dockerd::probe_target(&config.spec.command, path.as_deref())?;
+        let started = Instant::now();
+        let accepted = dockerd::probe(&program, dockerd::PROBE_TIMEOUT);
+        log(format_args!(
+            "asked {} --help which flags it accepts ({:.0} ms)",
+            program.display(),
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
+        accepted
+    });
+    for note in &decision.notes {
+        log(format_args!("{note}"));
     }
+    let mut argv = config.spec.command.clone();
+    argv.extend(decision.args);
+    argv
 }
 
 /// Native mode, or no supervised runner: pass signals on, exit as dockerd did.

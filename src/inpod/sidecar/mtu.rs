@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use super::dockerd::{Accepted, ProbeError};
+
 /// `--mtu auto|off|N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mtu {
@@ -85,15 +87,94 @@ pub fn runs_dockerd(argv: &[String]) -> bool {
 
 const NETWORK_OPT: &str = "com.docker.network.driver.mtu";
 
-/// Appends `--mtu=N` and the bridge network option unless already there.
-pub fn add_mtu_args(argv: &[String], mtu: u32) -> Vec<String> {
-    let mut out = argv.to_vec();
+/// Docker's own MTU for the default bridge and for user-defined networks:
+/// passing it changes nothing, so nothing is added and no probe is run.
+pub const DOCKER_DEFAULT_MTU: u32 = 1500;
+
+/// The daemon flags that set `mtu`, each with the flag name the daemon must
+/// accept, leaving out what the arguments already set.
+pub fn wanted_mtu_args(argv: &[String], mtu: u32) -> Vec<(&'static str, String)> {
     let args = argv.get(1..).unwrap_or_default();
+    let mut out = Vec::new();
     if !args.iter().any(|a| a == "--mtu" || a.starts_with("--mtu=")) {
-        out.push(format!("--mtu={mtu}"));
+        out.push(("--mtu", format!("--mtu={mtu}")));
     }
     if !args.iter().any(|a| a.contains(NETWORK_OPT)) {
-        out.push(format!("--default-network-opt=bridge={NETWORK_OPT}={mtu}"));
+        out.push((
+            "--default-network-opt",
+            format!("--default-network-opt=bridge={NETWORK_OPT}={mtu}"),
+        ));
+    }
+    out
+}
+
+/// What the sidecar appends for the pod's MTU, and why (for the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtuArgs {
+    pub args: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Decides the MTU flags for `argv` (a dockerd command): only flags the
+/// daemon was seen to accept are added, so a daemon that cannot be asked
+/// gets none and still starts. `accepted` runs the probe; it is called
+/// only when there is a flag to add.
+pub fn decide(
+    argv: &[String],
+    mtu: u32,
+    accepted: impl FnOnce() -> Result<Accepted, ProbeError>,
+) -> MtuArgs {
+    if mtu == DOCKER_DEFAULT_MTU {
+        return MtuArgs {
+            args: Vec::new(),
+            notes: vec![format!(
+                "pod MTU {mtu} is Docker's default: no MTU flag needed"
+            )],
+        };
+    }
+    let wanted = wanted_mtu_args(argv, mtu);
+    if wanted.is_empty() {
+        return MtuArgs {
+            args: Vec::new(),
+            notes: vec![format!(
+                "pod MTU {mtu}: the daemon's arguments already set it"
+            )],
+        };
+    }
+    let accepted = match accepted() {
+        Ok(a) => a,
+        Err(e) => {
+            let all: Vec<String> = wanted.into_iter().map(|(_, a)| a).collect();
+            return MtuArgs {
+                args: Vec::new(),
+                notes: vec![format!(
+                    "pod MTU {mtu}: cannot tell which flags the daemon accepts ({e}); \
+                     adding none of {all:?} so that it starts (set them in dockerdArgs)"
+                )],
+            };
+        }
+    };
+    let mut out = MtuArgs {
+        args: Vec::new(),
+        notes: Vec::new(),
+    };
+    for (flag, arg) in wanted {
+        if accepted.has(flag) {
+            out.args.push(arg);
+        } else {
+            out.notes.push(format!(
+                "pod MTU {mtu}: this dockerd has no {flag}, not added{}",
+                if flag == "--default-network-opt" {
+                    " (networks created by jobs keep MTU 1500; dockerd >= 25 has it)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    if !out.args.is_empty() {
+        out.notes
+            .insert(0, format!("pod MTU {mtu}: {:?}", out.args));
     }
     out
 }
@@ -106,25 +187,90 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    fn args(wanted: Vec<(&str, String)>) -> Vec<String> {
+        wanted.into_iter().map(|(_, a)| a).collect()
+    }
+
     #[test]
-    fn appends_only_what_is_missing() {
+    fn wants_only_what_is_missing() {
         assert_eq!(
-            add_mtu_args(&v(&["dockerd-entrypoint.sh"]), 1450),
+            wanted_mtu_args(&v(&["dockerd-entrypoint.sh"]), 1450),
+            vec![
+                ("--mtu", "--mtu=1450".to_string()),
+                (
+                    "--default-network-opt",
+                    "--default-network-opt=bridge=com.docker.network.driver.mtu=1450".to_string()
+                )
+            ]
+        );
+        assert_eq!(
+            args(wanted_mtu_args(&v(&["dockerd", "--mtu", "1400"]), 1450)),
+            v(&["--default-network-opt=bridge=com.docker.network.driver.mtu=1450"])
+        );
+        assert_eq!(
+            args(wanted_mtu_args(
+                &v(&[
+                    "dockerd",
+                    "--mtu=1400",
+                    "--default-network-opt=bridge=com.docker.network.driver.mtu=1400"
+                ]),
+                1450
+            )),
+            Vec::<String>::new()
+        );
+    }
+
+    const HELP_20_10: &str = include_str!("../../../tests/fixtures/dockerd/help-20.10.24.txt");
+    const HELP_28_2: &str = include_str!("../../../tests/fixtures/dockerd/help-28.2.2.txt");
+
+    fn help(text: &'static str) -> impl FnOnce() -> Result<Accepted, ProbeError> {
+        move || Ok(super::super::dockerd::parse_help(text))
+    }
+
+    #[test]
+    fn dockerd_28_gets_both_flags() {
+        let d = decide(&v(&["dockerd-entrypoint.sh"]), 1450, help(HELP_28_2));
+        assert_eq!(
+            d.args,
             v(&[
-                "dockerd-entrypoint.sh",
                 "--mtu=1450",
                 "--default-network-opt=bridge=com.docker.network.driver.mtu=1450"
             ])
         );
-        assert_eq!(
-            add_mtu_args(&v(&["dockerd", "--mtu", "1400"]), 1450),
-            v(&[
-                "dockerd",
-                "--mtu",
-                "1400",
-                "--default-network-opt=bridge=com.docker.network.driver.mtu=1450"
-            ])
+    }
+
+    #[test]
+    fn dockerd_20_10_gets_mtu_only_and_the_log_says_why() {
+        let d = decide(&v(&["dockerd-entrypoint.sh"]), 1450, help(HELP_20_10));
+        assert_eq!(d.args, v(&["--mtu=1450"]));
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.contains("no --default-network-opt")),
+            "{:?}",
+            d.notes
         );
+    }
+
+    #[test]
+    fn a_failed_probe_adds_nothing() {
+        let d = decide(&v(&["dockerd-entrypoint.sh"]), 1450, || {
+            Err(ProbeError::NotOnPath("PATH=/bin".into()))
+        });
+        assert_eq!(d.args, Vec::<String>::new());
+        assert!(d.notes[0].contains("no dockerd on PATH"), "{:?}", d.notes);
+    }
+
+    #[test]
+    fn no_probe_when_there_is_nothing_to_add() {
+        let never = || -> Result<Accepted, ProbeError> { panic!("probed") };
+        assert!(decide(&v(&["dockerd"]), 1500, never).args.is_empty());
+        let set = v(&[
+            "dockerd",
+            "--mtu=1400",
+            "--default-network-opt=bridge=com.docker.network.driver.mtu=1400",
+        ]);
+        assert!(decide(&set, 1450, never).args.is_empty());
     }
 
     #[test]

@@ -22,22 +22,9 @@ if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then
   socket=unix:///var/run/docker.sock
   case "${DOCKER_HOST:-}" in unix://*) socket=$DOCKER_HOST ;; esac
 
-  # dockerd 20.10 predates --default-network-opt (24.0), which
-  # `dind-injector sidecar` adds next to --mtu for newer daemons. --mtu
-  # still sets the default bridge's MTU; only user-defined networks miss it.
-  n=$#
-  while [ "$n" -gt 0 ]; do
-    a=$1
-    shift
-    n=$((n - 1))
-    case "$a" in
-      --default-network-opt=*)
-        echo "dockerd-entrypoint.sh: dockerd 20.10 has no --default-network-opt; dropped $a" >&2
-        continue
-        ;;
-    esac
-    set -- "$@" "$a"
-  done
+  # Arguments reach dockerd as given, like docker:dind's: a flag this
+  # dockerd (20.10) lacks makes it refuse to start. `dind-injector sidecar`
+  # must only add flags the daemon supports; the node scenarios show it.
 
   if [ -n "${DOCKER_TLS_CERTDIR:-}" ]; then
     dir=$DOCKER_TLS_CERTDIR
