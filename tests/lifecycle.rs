@@ -573,6 +573,43 @@ fn rewrite_table_from_the_environment() {
     p.assert_no_leftovers();
 }
 
+/// Found on the real node: dockerd refused a flag, and the runner container
+/// waited out its whole `--docker-wait` (300 s) for a daemon that was gone.
+#[test]
+fn a_daemon_that_dies_before_it_is_ready_ends_the_supervisor_at_once() {
+    let scenario = Scenario::new("deadbeforeready").then(
+        r#"
+start_supervise --docker-wait=60 -- "$T/runner.sh" exit 0
+"$BIN" sidecar --run-dir "$RUN" --certs-dir "$CERTS" --docker-host "tcp://127.0.0.1:$PORT" \
+  -- "$T/crashing-dockerd" >>"$T/sidecar.log" 2>&1 &
+SIDECAR=$!
+wait "$SIDECAR"; echo $? > "$T/sidecar.code"; SIDECAR=
+"#,
+    );
+    scenario
+        .pod
+        .script("crashing-dockerd", "#!/bin/sh\nsleep 0.5\nexit 7\n");
+    let p = scenario.run();
+    p.exits("sidecar", 7, "the daemon's code");
+    p.exits("supervise", 125, "Docker never came");
+    p.log_says(
+        "supervise",
+        "dockerd exited (code 7) before it was ready",
+        "supervise says why",
+    );
+    p.check(
+        p.elapsed < Duration::from_secs(20),
+        &format!("the pod ended in {:?}, not after --docker-wait", p.elapsed),
+    );
+    p.check(
+        !p.read("events")
+            .unwrap_or_default()
+            .contains("runner-start"),
+        "the runner never started",
+    );
+    p.assert_no_leftovers();
+}
+
 #[test]
 fn a_daemon_that_dies_by_itself_ends_the_sidecar_with_its_code() {
     let scenario = Scenario::new("daemondies")

@@ -11,7 +11,10 @@
 //! - `runner.exit`: the supervisor's exit code, written when it ends;
 //! - `docker.ready`: the Docker host URL that answered `GET /_ping`,
 //!   written by `sidecar` (in native mode too, where the dind container's
-//!   postStart hook `wait-docker` waits for it).
+//!   postStart hook `wait-docker` waits for it);
+//! - `docker.exited`: the daemon's exit code, written by `sidecar` when the
+//!   daemon ended by itself in classic mode, so that a supervisor still
+//!   waiting for Docker gives up at once instead of after `--docker-wait`.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -23,6 +26,7 @@ use super::procfs;
 pub const RUNNER_PID: &str = "runner.pid";
 pub const RUNNER_EXIT: &str = "runner.exit";
 pub const DOCKER_READY: &str = "docker.ready";
+pub const DOCKER_EXITED: &str = "docker.exited";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

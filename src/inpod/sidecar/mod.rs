@@ -58,6 +58,7 @@ pub fn run(config: &Args) -> Result<u8, Error> {
     run_dir.ensure()?;
     // From a previous daemon (a restarted dind container): not this one.
     run_dir.remove(rundir::DOCKER_READY);
+    run_dir.remove(rundir::DOCKER_EXITED);
     let started = Instant::now();
     let daemon = spawn::spawn(&argv, false)?;
     let readiness = ReadyReporter::start(config.clone(), run_dir.clone(), started);
@@ -193,6 +194,11 @@ fn coordinated(
             log(format_args!(
                 "the daemon exited by itself with code {code} while the runner may need it"
             ));
+            // A supervisor still waiting for Docker must not wait out its
+            // whole --docker-wait for a daemon that is gone.
+            if let Err(e) = run_dir.write(rundir::DOCKER_EXITED, &format!("{code}\n")) {
+                log(format_args!("{e}"));
+            }
             return (code & 0xff) as u8;
         }
         for sig in got.into_iter().filter(|s| *s != libc::SIGCHLD) {

@@ -114,6 +114,7 @@ fn wait_for_docker(args: &Args, run_dir: &RunDir, sigs: &SignalPipe) -> Result<(
     let start = Instant::now();
     let deadline = start + args.spec.docker_wait.duration();
     let ready = run_dir.file(rundir::DOCKER_READY);
+    let exited = run_dir.file(rundir::DOCKER_EXITED);
     loop {
         if ready.exists() {
             log(format_args!(
@@ -121,6 +122,14 @@ fn wait_for_docker(args: &Args, run_dir: &RunDir, sigs: &SignalPipe) -> Result<(
                 start.elapsed().as_secs_f64()
             ));
             return Ok(());
+        }
+        if let Ok(code) = std::fs::read_to_string(&exited) {
+            log(format_args!(
+                "dockerd exited (code {}) before it was ready: the runner was never started. \
+                 The dind container's logs say why dockerd stopped.",
+                code.trim()
+            ));
+            return Err(EXIT_SUPERVISOR_FAILED);
         }
         if Instant::now() >= deadline {
             log(format_args!(
