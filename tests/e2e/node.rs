@@ -233,18 +233,8 @@ impl Node {
 
     /// `ctr -n k8s.io …` (the CRI's namespace); its stdout.
     pub fn ctr(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(self.containerd_bin.join("ctr"))
-            .args(["-n", "k8s.io"])
-            .args(args)
-            .output()
-            .context("running ctr")?;
-        ensure!(
-            out.status.success(),
-            "ctr {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let args: Vec<&str> = ["-n", "k8s.io"].iter().chain(args).copied().collect();
+        sandbox::output(self.containerd_bin.join("ctr"), &args)
     }
 
     fn start_kubelet(&mut self, bin: &Path, ca: &Ca, cp: &ControlPlane) -> Result<()> {

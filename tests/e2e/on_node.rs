@@ -92,6 +92,21 @@ fn secs(from: f64, to: f64) -> String {
     format!("{:.2} s", to - from)
 }
 
+/// When the Job `name` was seen with `condition` true.
+async fn job_condition(jobs: &Api<Job>, name: &str, condition: &str) -> Result<f64> {
+    crate::procs::eventually(&format!("Job {name}: {condition}"), RUN, || async move {
+        let job = jobs.get(name).await?;
+        let done = job
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == condition && c.status == "True");
+        Ok(done.then(now))
+    })
+    .await
+}
+
 /// Checks the pod as stored is injected in `mode`.
 async fn injected(api: &Api<Pod>, name: &str, mode: Mode) -> Result<()> {
     check_injected(&api.get(name).await?, mode)
@@ -140,17 +155,7 @@ pub(crate) async fn node_job_runs_docker(env: &mut Env) -> Result<()> {
         for needle in ["runner: docker ready", "file=from-the-job", mtu.as_str(), "worker: job finished rc=0"] {
             rec.first(RUNNER, needle)?;
         }
-        let complete = crate::procs::eventually("the Job's Complete condition", RUN, || {
-            let jobs = jobs.clone();
-            let run = run.clone();
-            async move {
-                let job = jobs.get(&run).await?;
-                let done = job.status.and_then(|s| s.conditions).unwrap_or_default().iter()
-                    .any(|c| c.type_ == "Complete" && c.status == "True");
-                Ok(done.then(now))
-            }
-        })
-        .await?;
+        let complete = job_condition(&jobs, &run, "Complete").await?;
         let started = rec.first(RUNNER, "runner: started")?.at;
         let exit = rec.first(RUNNER, "runner: exit 0")?.at;
         let dind_ready = rec.first(DIND, "dockerd answers")?.at;
@@ -189,17 +194,7 @@ pub(crate) async fn node_runner_exit_code(env: &mut Env) -> Result<()> {
         ensure!(rec.phase() == "Failed", "phase {}:\n{}", rec.phase(), rec.dump());
         ensure!(rec.exit_code(RUNNER)? == 3, "runner exit code:\n{}", rec.dump());
         let exit = rec.first(RUNNER, "runner: exit 3")?.at;
-        let failed = crate::procs::eventually("the Job's Failed condition", RUN, || {
-            let jobs = jobs.clone();
-            let run = run.clone();
-            async move {
-                let job = jobs.get(&run).await?;
-                let done = job.status.and_then(|s| s.conditions).unwrap_or_default().iter()
-                    .any(|c| c.type_ == "Failed" && c.status == "True");
-                Ok(done.then_some(()))
-            }
-        });
-        failed.await?;
+        job_condition(&jobs, &run, "Failed").await?;
         println!(
             "e2e:   {}: runner exit 3 → pod Failed {} (runner's status exit code 3, Job Failed)",
             mode_name(mode),

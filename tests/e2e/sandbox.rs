@@ -170,29 +170,17 @@ impl HostState {
         if !cgroups.is_empty() {
             problems.push(format!("cgroups: {}", cgroups.join(", ")));
         }
-        let new_links: Vec<&String> = after
-            .links
-            .iter()
-            .filter(|l| !self.links.contains(l))
-            .collect();
-        if !new_links.is_empty() {
-            problems.push(format!("network interfaces: {new_links:?}"));
+        for (what, added) in [
+            ("network interfaces", added(&self.links, &after.links)),
+            ("iptables rules", added(&self.iptables, &after.iptables)),
+        ] {
+            if !added.is_empty() {
+                problems.push(format!("{what}: {added:?}"));
+            }
         }
-        let new_rules: Vec<&String> = after
-            .iptables
-            .iter()
-            .filter(|l| !self.iptables.contains(l))
-            .collect();
-        if !new_rules.is_empty() {
-            problems.push(format!("iptables rules: {new_rules:?}"));
-        }
-        let new_paths: Vec<&&str> = after
-            .fixed_paths
-            .iter()
-            .filter(|p| !self.fixed_paths.contains(p))
-            .collect();
-        if !new_paths.is_empty() {
-            problems.push(format!("files at the node's fixed paths: {new_paths:?}"));
+        let paths = added(&self.fixed_paths, &after.fixed_paths);
+        if !paths.is_empty() {
+            problems.push(format!("files at the node's fixed paths: {paths:?}"));
         }
         if problems.is_empty() {
             Ok(())
@@ -202,20 +190,13 @@ impl HostState {
     }
 }
 
+/// What `after` has that `before` had not.
+fn added<'a, T: PartialEq>(before: &[T], after: &'a [T]) -> Vec<&'a T> {
+    after.iter().filter(|x| !before.contains(x)).collect()
+}
+
 fn lines_of(tool: &str, args: &[&str]) -> Result<Vec<String>> {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {tool}"))?;
-    ensure!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect())
+    Ok(output(tool, args)?.lines().map(String::from).collect())
 }
 
 /// Inside the namespaces, before anything starts: loopback up, `/` shared
@@ -254,17 +235,24 @@ pub fn prepare_inside(dir: &Path) -> Result<()> {
 }
 
 pub fn run(tool: &str, args: &[&str]) -> Result<()> {
+    output(tool, args).map(drop)
+}
+
+/// Runs `tool` to its end; its stdout, or an error with its stderr.
+pub fn output(tool: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Result<String> {
+    let tool = tool.as_ref();
     let out = Command::new(tool)
         .args(args)
         .output()
-        .with_context(|| format!("running {tool}"))?;
+        .with_context(|| format!("running {}", tool.to_string_lossy()))?;
     ensure!(
         out.status.success(),
-        "{tool} {}: {}",
+        "{} {}: {}",
+        tool.to_string_lossy(),
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn mount(
