@@ -25,6 +25,9 @@ enum Command {
     // === the engine, offline ===
     /// Print manifests with runner pods injected (offline, no cluster needed).
     Inject(engine::inject::Args),
+    /// Print the injection as admission policies (MutatingAdmissionPolicy,
+    /// ValidatingAdmissionPolicy and bindings): delivery without a webhook.
+    Policy(engine::policy::Args),
     // === the pod side: init, supervise, sidecar, wait-docker ===
     #[command(flatten)]
     InPod(inpod::Helper),
@@ -37,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => webhook::serve::run(*args).map(|()| 0),
         Command::Certs(args) => webhook::certs::run(args).map(|()| 0),
         Command::Inject(args) => engine::inject::run(args).map(|()| 0),
+        Command::Policy(args) => engine::policy::run(args).map(|()| 0),
         Command::InPod(helper) => helper.run(),
     };
     match result {

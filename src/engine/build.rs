@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
-use super::plan::{Plan, Shape, SharedDir};
+use super::plan::{Shape, SharedDir};
 use crate::contract::cmdline::{self, Seconds};
 use crate::contract::{container, path, RUNNER_ENV};
 use crate::engine::config::Config;
@@ -266,10 +266,17 @@ fn dind_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::E
 }
 
 /// The runner's new command: the supervisor in front of what it ran before.
-pub fn supervised_command(plan: &Plan, config: &Config, command: &[String]) -> Vec<String> {
+/// With an empty `command`, the prefix the policy delivery puts in front of
+/// the runner's command in CEL (it ends with `--`).
+pub fn supervised_command(
+    drain_timeout: u32,
+    docker_wait: u32,
+    config: &Config,
+    command: &[String],
+) -> Vec<String> {
     cmdline::Supervise {
-        drain_timeout: Seconds(plan.drain_timeout),
-        docker_wait: Seconds(plan.docker_wait),
+        drain_timeout: Seconds(drain_timeout),
+        docker_wait: Seconds(docker_wait),
         drain_process: config.runner.drain_process.clone(),
         command: command.to_vec(),
     }

@@ -15,6 +15,7 @@ pub mod overrides;
 pub mod patch;
 mod plan;
 pub mod pod;
+pub mod policy;
 pub mod quantity;
 pub mod skip;
 pub mod workload;
@@ -244,7 +245,8 @@ impl Engine {
 
         let at = format!("/spec/containers/{}", plan.runner_index);
         if let Some(command) = &plan.wrapped_command {
-            let supervised = build::supervised_command(&plan, config, command);
+            let supervised =
+                build::supervised_command(plan.drain_timeout, plan.docker_wait, config, command);
             r.set(&at, "command", json!(supervised))?;
         }
         r.extend(&at, "env", build::runner_env(&plan.env_kept)?)?;

@@ -22,6 +22,7 @@ mod node;
 mod on_node;
 mod pki;
 mod pods;
+mod policy;
 mod procs;
 mod runs;
 mod sandbox;
@@ -150,6 +151,11 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         scenarios::own_deployment_passes_restricted,
         scenarios::shipped_manifests_accepted,
         scenarios::auto_mode_follows_old_nodes,
+        policy::policy_objects_accepted,
+        policy::policy_pods_match_webhook,
+        policy::policy_invalid_annotations_refused,
+        policy::policy_dry_run_stores_nothing,
+        policy::policy_reinvocation_keeps_one_dind,
         on_node::node_docker_ready_before_runner,
         on_node::node_job_runs_docker,
         on_node::node_runner_exit_code,

@@ -296,7 +296,7 @@ pub(crate) async fn dry_run_stores_nothing(env: &mut Env) -> Result<()> {
 }
 
 /// Registers the second webhook (once) and waits until it acts.
-async fn ensure_extra(env: &mut Env) -> Result<()> {
+pub(crate) async fn ensure_extra(env: &mut Env) -> Result<()> {
     if env.extra.is_some() {
         return Ok(());
     }

@@ -1,0 +1,842 @@
+//! `dind-injector policy`: the same injection as admission policies, for
+//! clusters that would rather run no webhook (Kubernetes ≥ 1.36,
+//! `admissionregistration.k8s.io/v1`).
+//!
+//! A MutatingAdmissionPolicy does the injection and a
+//! ValidatingAdmissionPolicy says no where the webhook would deny, or where
+//! the policy cannot do what the webhook does. Everything that is added
+//! (volumes, init containers, `dind`, the runner's env and mounts, the
+//! supervisor's prefix) is built by the engine's own builders
+//! (`engine/build.rs`) from the same configuration and written into the CEL
+//! as literals, so the two deliveries cannot drift; CEL decides only what
+//! depends on the pod. The differences that remain are listed in
+//! `docs/policy.md`.
+//!
+//! Why JSONPatch and not ApplyConfiguration: an apply configuration may not
+//! touch atomic lists, and a container's `command` (ours and the runner's)
+//! is one.
+
+mod cel;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::build;
+use super::config::{Config, ConfigError, SidecarMode, MAX_SECONDS};
+use super::plan::{Shape, SharedDir};
+use super::Mode;
+use crate::contract::{self, annotation, container, ANNOTATION_PREFIX};
+use cel::{literal, literal_with, string, strings, Holes};
+
+/// The name of all four objects.
+pub const NAME: &str = "dind-injector";
+const API_VERSION: &str = "admissionregistration.k8s.io/v1";
+/// Namespaces never touched, as in the webhook's namespaceSelector.
+const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+/// The namespace label that opts a whole namespace out.
+const NAMESPACE_OPT_OUT_LABEL: &str = "dind-injector.io/injection";
+
+/// Strings in the built externals container that CEL fills from the runner.
+const RUNNER_IMAGE_HOLE: &str = "\u{0}runner-image";
+const RUNNER_PULL_HOLE: &str = "\u{0}runner-pull-policy";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot build the injected objects: {0}")]
+    Build(#[from] serde_json::Error),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Config file (the same YAML the webhook reads); defaults apply without it.
+    #[arg(long, env = "DIND_INJECTOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Overrides the config's sidecarMode. `auto` means native: the API these
+    /// policies use exists only where every supported kubelet has native
+    /// sidecars.
+    #[arg(long, value_parser = parse_mode)]
+    pub mode: Option<SidecarMode>,
+    /// Where to write: `-` prints one YAML stream, a directory gets one file
+    /// per object.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "DIR|-",
+        default_value = "-"
+    )]
+    pub output: PathBuf,
+}
+
+fn parse_mode(s: &str) -> Result<SidecarMode, String> {
+    SidecarMode::parse(s).ok_or_else(|| {
+        format!(
+            "{s:?} is not a sidecar mode: expected {}",
+            SidecarMode::ACCEPTED
+        )
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(mode) = args.mode {
+        config.sidecar_mode = mode;
+    }
+    let objects = render(&config)?;
+    if args.output.as_os_str() == "-" {
+        print!("{}", to_yaml(&objects)?);
+        return Ok(());
+    }
+    let dir = &args.output;
+    if !dir.is_dir() {
+        bail!(
+            "output {}: not a directory (or - for stdout)",
+            dir.display()
+        );
+    }
+    for object in &objects {
+        let kind = object["kind"].as_str().unwrap_or("object").to_lowercase();
+        let path = dir.join(format!("{kind}.yaml"));
+        std::fs::write(&path, to_yaml(std::slice::from_ref(object))?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One YAML stream, documents separated by `---`.
+pub fn to_yaml(objects: &[Value]) -> Result<String> {
+    let mut out = String::new();
+    for (i, object) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_norway::to_string(object).context("cannot write YAML")?);
+    }
+    Ok(out)
+}
+
+/// What `auto` means for a policy: native. MutatingAdmissionPolicy v1 needs
+/// an apiserver ≥ 1.36, whose kubelets are ≥ 1.33, all with native sidecars.
+pub fn mode(config: &Config) -> Mode {
+    Mode::resolve(config.sidecar_mode, Mode::Native)
+}
+
+/// The four objects: MutatingAdmissionPolicy and its binding,
+/// ValidatingAdmissionPolicy and its binding.
+pub fn render(config: &Config) -> Result<Vec<Value>, Error> {
+    config.validate()?;
+    let mode = mode(config);
+    let rules = Rules::new(config, mode);
+    let match_constraints = json!({
+        "resourceRules": [{
+            "apiGroups": [""], "apiVersions": ["v1"],
+            "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced",
+        }],
+        "matchPolicy": "Equivalent",
+        "objectSelector": {"matchLabels": {contract::RUNNER_LABEL: contract::RUNNER_LABEL_VALUE}},
+        "namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": SYSTEM_NAMESPACES},
+            {"key": NAMESPACE_OPT_OUT_LABEL, "operator": "NotIn", "values": ["disabled"]},
+        ]},
+    });
+    let condition =
+        |(name, expression): &(&str, String)| json!({"name": name, "expression": expression});
+
+    let mutating_conditions: Vec<Value> = rules
+        .skips
+        .iter()
+        .chain(rules.denials.iter().map(|d| &d.check))
+        .map(condition)
+        .collect();
+    let mutating = json!({
+        "apiVersion": API_VERSION,
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": NAME},
+        "spec": {
+            "matchConstraints": match_constraints,
+            "matchConditions": mutating_conditions,
+            "variables": variables(config, mode),
+            "mutations": mutations(config, mode)?,
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "IfNeeded",
+        },
+    });
+    let mutating_binding = json!({
+        "apiVersion": API_VERSION,
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": NAME},
+        "spec": {"policyName": NAME},
+    });
+
+    let validations: Vec<Value> = rules
+        .denials
+        .iter()
+        .map(|d| {
+            json!({
+                "expression": d.check.1,
+                "messageExpression": d.message,
+                "reason": "Forbidden",
+            })
+        })
+        .chain(std::iter::once(json!({
+            // Every check above passed, yet the pod was not injected: the
+            // mutating policy is not bound here. A runner without Docker is
+            // broken anyway; refuse it, as the webhook's failurePolicy does.
+            "expression": "false",
+            "message": "dind-injector's MutatingAdmissionPolicy did not inject this runner pod: \
+                        is its MutatingAdmissionPolicyBinding in place?",
+            "reason": "Forbidden",
+        })))
+        .collect();
+    let validating = json!({
+        "apiVersion": API_VERSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": NAME},
+        "spec": {
+            "matchConstraints": match_constraints,
+            // The pods the webhook leaves alone, and those the mutating
+            // policy injected (they carry the status annotation).
+            "matchConditions": rules.skips.iter().map(condition).collect::<Vec<_>>(),
+            "validations": validations,
+            "failurePolicy": "Fail",
+        },
+    });
+    let validating_binding = json!({
+        "apiVersion": API_VERSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": NAME},
+        "spec": {"policyName": NAME, "validationActions": ["Deny"]},
+    });
+    Ok(vec![
+        mutating,
+        mutating_binding,
+        validating,
+        validating_binding,
+    ])
+}
+
+// === CEL over the pod ===
+
+/// `object.metadata.annotations` has `key`.
+fn has_annotation(key: &str) -> String {
+    format!(
+        "(has(object.metadata.annotations) && {} in object.metadata.annotations)",
+        string(key)
+    )
+}
+
+fn annotation_value(key: &str) -> String {
+    format!("object.metadata.annotations[{}]", string(key))
+}
+
+/// The first annotation key (sorted: a map's keys come in no order) for
+/// which `cond` (over `k`) holds; only evaluated where one does.
+fn first_annotation(cond: &str) -> String {
+    format!("object.metadata.annotations.filter(k, {cond}).sort()[0]")
+}
+
+/// `k` is an annotation of the pod.
+fn has_annotation_k() -> String {
+    "has(object.metadata.annotations) && k in object.metadata.annotations".into()
+}
+
+/// Every annotation key satisfies `cond` (over `k`).
+fn all_annotations(cond: &str) -> String {
+    format!("(!has(object.metadata.annotations) || object.metadata.annotations.all(k, {cond}))")
+}
+
+/// The webhook's message for an invalid annotation value
+/// (`AnnotationError`), with CEL for the key and the value.
+fn invalid_message(key: &str, expected: &str) -> String {
+    format!(
+        "\"annotation \" + {key} + \": \\\"\" + object.metadata.annotations[{key}] + \"\\\" is not valid: expected \" + {}",
+        string(expected)
+    )
+}
+
+/// The index of the runner container: the annotated one, else `runner`,
+/// else the first (matchConditions cannot use variables, so this is
+/// written out wherever it is needed).
+fn runner_index() -> String {
+    let rc = annotation::RUNNER_CONTAINER;
+    format!(
+        "({} ? object.spec.containers.map(c, c.name).indexOf({}) : \
+         (object.spec.containers.exists(c, c.name == \"runner\") ? \
+         object.spec.containers.map(c, c.name).indexOf(\"runner\") : 0))",
+        has_annotation(rc),
+        annotation_value(rc)
+    )
+}
+
+fn runner() -> String {
+    format!("object.spec.containers[{}]", runner_index())
+}
+
+/// The annotated runner container exists (or none is annotated).
+fn runner_found() -> String {
+    let rc = annotation::RUNNER_CONTAINER;
+    format!(
+        "(!{} || object.spec.containers.exists(c, c.name == {}))",
+        has_annotation(rc),
+        annotation_value(rc)
+    )
+}
+
+/// `c`'s image without digest and tag, as `engine::image::repository`
+/// reads it.
+fn image_repository(c: &str) -> String {
+    let name = format!("(has({c}.image) ? {c}.image : \"\").split(\"@\")[0]");
+    format!(
+        "({name}.lastIndexOf(\":\") > {name}.lastIndexOf(\"/\") ? \
+         {name}.substring(0, {name}.lastIndexOf(\":\")) : {name})"
+    )
+}
+
+/// `engine::skip::own_daemon` for one container `c`, with regular
+/// expressions over the whole reference: the image's last path part
+/// contains `dind` (tag and digest aside), or it is `docker` with a tag that
+/// does, or the command (else the args) starts `dockerd`.
+fn runs_dockerd(c: &str) -> String {
+    let dind_name = string(r"^([^@]*/)?[^/:@]*dind[^/:@]*(:[^/@]*)?(@.*)?$");
+    let docker_dind_tag = string(r"^([^@]*/)?docker:[^/@]*dind[^/@]*(@.*)?$");
+    let dockerd = string(r"(^|/)dockerd(-entrypoint\.sh)?$");
+    format!(
+        "(has({c}.image) && ({c}.image.matches({dind_name}) || {c}.image.matches({docker_dind_tag}))) || \
+         (has({c}.command) && size({c}.command) > 0 ? {c}.command[0].matches({dockerd}) : \
+         (has({c}.args) && size({c}.args) > 0 && {c}.args[0].matches({dockerd})))"
+    )
+}
+
+/// Some container (or init container) satisfies `cond` (over `c`).
+fn any_container(cond: &str) -> String {
+    format!(
+        "(object.spec.containers.exists(c, {cond}) || \
+         (has(object.spec.initContainers) && object.spec.initContainers.exists(c, {cond})))"
+    )
+}
+
+/// A check the webhook (or the policy's limits) turns into a denial: the
+/// mutating policy injects only where it holds, the validating policy
+/// refuses where it does not, with the message.
+struct Denial {
+    check: (&'static str, String),
+    message: String,
+}
+
+struct Rules {
+    /// Where the webhook leaves the pod alone (both policies skip).
+    skips: Vec<(&'static str, String)>,
+    /// In the webhook's order of checks.
+    denials: Vec<Denial>,
+}
+
+impl Rules {
+    fn new(config: &Config, mode: Mode) -> Self {
+        let ours = strings(&[container::DIND, container::INIT, container::EXTERNALS]);
+        let skips = vec![
+            (
+                "not-a-mirror-pod",
+                format!("!{}", has_annotation(contract::MIRROR_POD_ANNOTATION)),
+            ),
+            (
+                "not-opted-out",
+                format!(
+                    "!{} || {} != \"false\"",
+                    has_annotation(annotation::INJECT),
+                    annotation_value(annotation::INJECT)
+                ),
+            ),
+            (
+                "not-already-injected",
+                format!(
+                    "!{} && !{}",
+                    has_annotation(annotation::STATUS),
+                    any_container(&format!("c.name in {ours}"))
+                ),
+            ),
+            (
+                "no-own-docker-daemon",
+                format!("!{}", any_container(&runs_dockerd("c"))),
+            ),
+        ];
+
+        let known = strings(annotation::ALL);
+        let is_ours = format!("k.startsWith({})", string(ANNOTATION_PREFIX));
+        let unknown = format!("{is_ours} && !(k in {known})");
+        let unsupported_keys = strings(UNSUPPORTED);
+        let unsupported = format!("k in {unsupported_keys}");
+        let rc = annotation::RUNNER_CONTAINER;
+        let sm = annotation::SIDECAR_MODE;
+        let mut denials = vec![
+            Denial {
+                check: (
+                    "known-annotations",
+                    all_annotations(&format!("!({unknown})")),
+                ),
+                message: invalid_message(
+                    &first_annotation(&unknown),
+                    &format!(
+                        "no such dind-injector annotation; known: {}",
+                        annotation::ALL.join(", ")
+                    ),
+                ),
+            },
+            Denial {
+                check: (
+                    "inject-annotation-valid",
+                    format!(
+                        "!{} || {} in [\"true\", \"false\"]",
+                        has_annotation(annotation::INJECT),
+                        annotation_value(annotation::INJECT)
+                    ),
+                ),
+                message: invalid_message(&string(annotation::INJECT), "\"true\" or \"false\""),
+            },
+            Denial {
+                check: (
+                    "sidecar-mode-annotation-valid",
+                    format!(
+                        "!{} || {} in [\"classic\", \"native\", \"auto\"]",
+                        has_annotation(sm),
+                        annotation_value(sm)
+                    ),
+                ),
+                message: invalid_message(&string(sm), SidecarMode::ACCEPTED),
+            },
+            Denial {
+                check: (
+                    "runner-container-annotation-valid",
+                    format!(
+                        "!{} || {} != \"\"",
+                        has_annotation(rc),
+                        annotation_value(rc)
+                    ),
+                ),
+                message: invalid_message(&string(rc), "the name of one of the pod's containers"),
+            },
+        ];
+        // Values of the seconds overrides are checked as the webhook checks
+        // them, so an invalid one gets the webhook's message even though the
+        // policy does not honour it.
+        for (name, key, min) in SECONDS {
+            let v = annotation_value(key);
+            denials.push(Denial {
+                check: (
+                    name,
+                    format!(
+                        "!{} || ({v}.matches(\"^[0-9]{{1,7}}$\") && int({v}) >= {min} && int({v}) <= {MAX_SECONDS})",
+                        has_annotation(key)
+                    ),
+                ),
+                message: invalid_message(
+                    &string(key),
+                    &format!("a whole number of seconds from {min} to {MAX_SECONDS}"),
+                ),
+            });
+        }
+        denials.extend([
+            Denial {
+                check: (
+                    "overrides-supported",
+                    all_annotations(&format!("!({unsupported})")),
+                ),
+                // The first in a fixed order: a map's keys come in no order.
+                message: format!(
+                    "\"annotation \" + {unsupported_keys}.filter(k, {})[0] + \": not supported by \
+                     dind-injector's admission policy (only {} are); remove it, or use the webhook delivery\"",
+                    has_annotation_k(),
+                    SUPPORTED.join(", ")
+                ),
+            },
+            Denial {
+                check: (
+                    "sidecar-mode-is-the-policys",
+                    format!(
+                        "!{} || {} in [\"auto\", {}]",
+                        has_annotation(sm),
+                        annotation_value(sm),
+                        string(mode.as_str())
+                    ),
+                ),
+                message: format!(
+                    "\"annotation {sm}: \" + {} + \" is not what dind-injector's admission policy \
+                     injects ({} mode); remove it, or use the webhook delivery\"",
+                    annotation_value(sm),
+                    mode.as_str()
+                ),
+            },
+        ]);
+        if !config.allow_host_network {
+            denials.push(Denial {
+                check: (
+                    "not-host-network",
+                    "!has(object.spec.hostNetwork) || !object.spec.hostNetwork".into(),
+                ),
+                message: string(&format!(
+                    "hostNetwork pods would expose the injected Docker daemon on port {} of the node; \
+                     set allowHostNetwork in the dind-injector config, or annotate the pod {}: \"false\"",
+                    contract::DOCKER_TLS_PORT,
+                    annotation::INJECT
+                )),
+            });
+        }
+        denials.push(Denial {
+            check: ("runner-container-exists", runner_found()),
+            message: format!(
+                "\"annotation {rc}: no container named \\\"\" + {} + \"\\\" in the pod (containers: \" + \
+                 object.spec.containers.map(c, c.name).join(\", \") + \")\"",
+                annotation_value(rc)
+            ),
+        });
+        let reserved: Vec<String> = contract::RUNNER_RESERVED_PATHS
+            .iter()
+            .flat_map(|p| [p.to_string(), format!("{p}/")])
+            .collect();
+        let reserved = strings(&reserved);
+        let runner = runner();
+        let reserved_mount = format!("m.mountPath in {reserved}");
+        denials.push(Denial {
+            check: (
+                "reserved-paths-free",
+                format!(
+                    "!{} || !has({runner}.volumeMounts) || !{runner}.volumeMounts.exists(m, {reserved_mount})",
+                    runner_found()
+                ),
+            ),
+            message: format!(
+                "\"container \\\"\" + {runner}.name + \"\\\" already mounts \" + \
+                 {runner}.volumeMounts.filter(m, {reserved_mount})[0].mountPath + \
+                 \", which dind-injector needs for Docker's client certificates, coordination and helper binary\""
+            ),
+        });
+        let names = strings(&volume_names(config));
+        denials.push(Denial {
+            check: (
+                "volume-names-free",
+                format!("!has(object.spec.volumes) || !object.spec.volumes.exists(v, v.name in {names})"),
+            ),
+            message: format!(
+                "\"volume \" + object.spec.volumes.filter(v, v.name in {names})[0].name + \
+                 \": the pod already has a volume of that name, which dind-injector's admission \
+                 policy adds (the webhook would pick another name); rename it, or use the webhook delivery\""
+            ),
+        });
+        let shared: Vec<String> = [&config.runner.work_dir, &config.runner.externals_dir]
+            .into_iter()
+            .flatten()
+            .flat_map(|p| [p.clone(), format!("{p}/")])
+            .collect();
+        if !shared.is_empty() {
+            let shared = strings(&shared);
+            let shared_mount = format!("m.mountPath in {shared}");
+            denials.push(Denial {
+                check: (
+                    "shared-dirs-not-mounted",
+                    format!(
+                        "!{} || !has({runner}.volumeMounts) || !{runner}.volumeMounts.exists(m, {shared_mount})",
+                        runner_found()
+                    ),
+                ),
+                message: format!(
+                    "\"container \\\"\" + {runner}.name + \"\\\" mounts \" + \
+                     {runner}.volumeMounts.filter(m, {shared_mount})[0].mountPath + \
+                     \" itself; dind-injector's admission policy cannot share that mount with Docker \
+                     (the webhook can); use the webhook delivery\""
+                ),
+            });
+        }
+        Self { skips, denials }
+    }
+}
+
+/// The seconds overrides: the name of their check, the key, the minimum.
+const SECONDS: [(&str, &str, u32); 3] = [
+    (
+        "termination-grace-period-annotation-valid",
+        annotation::TERMINATION_GRACE_PERIOD,
+        1,
+    ),
+    (
+        "drain-timeout-annotation-valid",
+        annotation::DRAIN_TIMEOUT,
+        0,
+    ),
+    ("docker-wait-annotation-valid", annotation::DOCKER_WAIT, 0),
+];
+
+/// Overrides the policy honours.
+const SUPPORTED: &[&str] = &[
+    annotation::INJECT,
+    annotation::STATUS,
+    annotation::SIDECAR_MODE,
+    annotation::RUNNER_CONTAINER,
+];
+/// Overrides the policy refuses: each changes what is built (a command
+/// line, a volume) in ways only the engine computes.
+const UNSUPPORTED: &[&str] = &[
+    annotation::ENTRYPOINT,
+    annotation::TERMINATION_GRACE_PERIOD,
+    annotation::DRAIN_TIMEOUT,
+    annotation::DOCKER_WAIT,
+    annotation::STORAGE_SIZE_LIMIT,
+    annotation::WORK_DIR,
+    annotation::EXTERNALS_DIR,
+];
+
+/// The names of the volumes the injection adds (never renamed by the policy).
+fn volume_names(config: &Config) -> Vec<String> {
+    let shape = &Shape::defaults(config)[0];
+    let v = &shape.volumes;
+    let mut names = vec![
+        v.certs.clone(),
+        v.storage.clone(),
+        v.run.clone(),
+        v.bin.clone(),
+    ];
+    for dir in shape.shared_dirs() {
+        if let SharedDir::Added { volume, .. } = dir {
+            names.push(volume.clone());
+        }
+    }
+    names
+}
+
+// === the mutation ===
+
+fn variable(name: &str, expression: String) -> Value {
+    json!({"name": name, "expression": expression})
+}
+
+fn variables(config: &Config, mode: Mode) -> Vec<Value> {
+    let repo = image_repository("variables.runner");
+    let mut known = "[]".to_string();
+    for k in config.known_images.iter().rev() {
+        let test = match k.image.strip_suffix('*') {
+            Some(prefix) => format!("{repo}.startsWith({})", string(prefix)),
+            None => format!("{repo} == {}", string(&k.image)),
+        };
+        known = format!("({test} ? {} : {known})", strings(&k.entrypoint));
+    }
+    let mut vars = vec![
+        variable("runnerIndex", runner_index()),
+        variable(
+            "runner",
+            "object.spec.containers[variables.runnerIndex]".into(),
+        ),
+        variable(
+            "runnerPath",
+            "\"/spec/containers/\" + string(variables.runnerIndex)".into(),
+        ),
+        // What the supervisor wraps: the runner's command, else the known
+        // entrypoint of its image, else nothing (not supervised).
+        variable(
+            "command",
+            format!(
+                "(has(variables.runner.command) && size(variables.runner.command) > 0) ? \
+                 variables.runner.command : {known}"
+            ),
+        ),
+        variable("supervised", "size(variables.command) > 0".into()),
+    ];
+    if mode == Mode::Classic {
+        vars.push(variable(
+            "shareProcessNamespace",
+            "variables.supervised && !(has(object.spec.hostPID) && object.spec.hostPID) && \
+             !(has(object.spec.shareProcessNamespace) && object.spec.shareProcessNamespace)"
+                .into(),
+        ));
+    }
+    vars
+}
+
+/// One JSONPatch mutation.
+fn mutation(expression: String) -> Value {
+    json!({"patchType": "JSONPatch", "jsonPatch": {"expression": expression}})
+}
+
+/// Appends `items` (a CEL list) to the list at `path`, creating it if absent.
+fn append(has: &str, path: &str, items: &str) -> String {
+    format!(
+        "has({has}) ? {items}.map(x, JSONPatch{{op: \"add\", path: {path} + \"/-\", value: x}}) : \
+         (size({items}) > 0 ? [JSONPatch{{op: \"add\", path: {path}, value: {items}}}] : [])"
+    )
+}
+
+fn mutations(config: &Config, mode: Mode) -> Result<Vec<Value>, Error> {
+    let native = mode == Mode::Native;
+    let shapes = Shape::defaults(config);
+    // Shape::defaults: classic supervised, classic standalone, native.
+    let (main, standalone) = if native {
+        (&shapes[2], &shapes[2])
+    } else {
+        (&shapes[0], &shapes[1])
+    };
+    let parts = build::parts(config, main)?;
+    let standalone_dind = build::parts(config, standalone)?.dind;
+    let dind_type = if native {
+        "Object.spec.initContainers"
+    } else {
+        "Object.spec.containers"
+    };
+    let dind = if native {
+        literal(&parts.dind, dind_type)
+    } else {
+        format!(
+            "(variables.supervised ? {} : {})",
+            literal(&parts.dind, dind_type),
+            literal(&standalone_dind, dind_type)
+        )
+    };
+
+    let mut out = Vec::new();
+    // The status annotation.
+    let status = format!(
+        "has(object.metadata.annotations) ? \
+         [JSONPatch{{op: \"add\", path: \"/metadata/annotations/\" + jsonpatch.escapeKey({key}), value: {value}}}] : \
+         [JSONPatch{{op: \"add\", path: \"/metadata/annotations\", value: {{{key}: {value}}}}}]",
+        key = string(annotation::STATUS),
+        value = string(contract::STATUS_INJECTED)
+    );
+    out.push(mutation(status));
+
+    let volumes = literal(&Value::Array(parts.volumes.clone()), "Object.spec.volumes");
+    out.push(mutation(append(
+        "object.spec.volumes",
+        "\"/spec/volumes\"",
+        &volumes,
+    )));
+
+    let mut init = vec![literal(&parts.init, "Object.spec.initContainers")];
+    if let Some(SharedDir::Added { volume, path }) = &main.externals {
+        let runner = json!({"image": RUNNER_IMAGE_HOLE, "imagePullPolicy": RUNNER_PULL_HOLE});
+        let externals = build::externals_container(&runner, path, volume)?;
+        init.push(literal_with(
+            &externals,
+            "Object.spec.initContainers",
+            &Holes(&[
+                (RUNNER_IMAGE_HOLE, "variables.runner.image"),
+                (RUNNER_PULL_HOLE, "variables.runner.imagePullPolicy"),
+            ]),
+        ));
+    }
+    if native {
+        init.push(dind.clone());
+    }
+    out.push(mutation(append(
+        "object.spec.initContainers",
+        "\"/spec/initContainers\"",
+        &format!("[{}]", init.join(", ")),
+    )));
+
+    let docker_wait = if native {
+        0
+    } else {
+        config.runner.docker_wait_seconds
+    };
+    let prefix = build::supervised_command(
+        config.runner.drain_timeout_seconds,
+        docker_wait,
+        config,
+        &[],
+    );
+    out.push(mutation(format!(
+        "variables.supervised ? [JSONPatch{{op: \"add\", path: variables.runnerPath + \"/command\", \
+         value: {} + variables.command}}] : []",
+        strings(&prefix)
+    )));
+
+    let env = literal(
+        &Value::Array(build::runner_env(&[])?),
+        "Object.spec.containers.env",
+    );
+    let env = format!(
+        "{env}.filter(e, !has(variables.runner.env) || !variables.runner.env.exists(x, x.name == e.name))"
+    );
+    out.push(mutation(append(
+        "variables.runner.env",
+        "variables.runnerPath + \"/env\"",
+        &env,
+    )));
+    let mounts = literal(
+        &Value::Array(parts.runner_mounts.clone()),
+        "Object.spec.containers.volumeMounts",
+    );
+    out.push(mutation(append(
+        "variables.runner.volumeMounts",
+        "variables.runnerPath + \"/volumeMounts\"",
+        &mounts,
+    )));
+
+    if !native {
+        out.push(mutation(format!(
+            "[JSONPatch{{op: \"add\", path: \"/spec/containers/-\", value: {dind}}}]"
+        )));
+        out.push(mutation(
+            "variables.shareProcessNamespace ? \
+             [JSONPatch{op: \"add\", path: \"/spec/shareProcessNamespace\", value: true}] : []"
+                .into(),
+        ));
+    }
+    let grace = config.min_termination_grace_period_seconds;
+    out.push(mutation(format!(
+        "!has(object.spec.terminationGracePeriodSeconds) || object.spec.terminationGracePeriodSeconds < {grace} ? \
+         [JSONPatch{{op: \"add\", path: \"/spec/terminationGracePeriodSeconds\", value: {grace}}}] : []"
+    )));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_means_native_and_classic_stays_classic() {
+        let mut config = Config::default();
+        assert_eq!(mode(&config), Mode::Native);
+        config.sidecar_mode = SidecarMode::Classic;
+        assert_eq!(mode(&config), Mode::Classic);
+    }
+
+    /// Every key is either honoured or refused; none is silently ignored.
+    #[test]
+    fn every_annotation_is_supported_or_refused() {
+        for key in annotation::ALL {
+            assert!(
+                SUPPORTED.contains(key) != UNSUPPORTED.contains(key),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_validating_policy_refuses_exactly_what_the_mutating_one_skips_for() {
+        let objects = render(&Config::default()).unwrap();
+        let names = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        let mutating = names(&objects[0]["spec"]["matchConditions"]);
+        let validating = names(&objects[2]["spec"]["matchConditions"]);
+        let checks = objects[2]["spec"]["validations"].as_array().unwrap();
+        assert_eq!(mutating.len(), validating.len() + checks.len() - 1);
+        assert!(mutating.starts_with(&validating));
+        for (condition, validation) in objects[0]["spec"]["matchConditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(validating.len())
+            .zip(checks)
+        {
+            assert_eq!(condition["expression"], validation["expression"]);
+        }
+    }
+}
