@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the e2e control plane (kube-apiserver, kube-controller-manager and
-# etcd in one executable, see controlplane/main.go) once per source, into the
+# Builds the e2e control plane and the node's kubelet (kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet and etcd in one
+# executable, see controlplane/main.go) once per source, into the
 # cache directory, and prints the executable's path on stdout.
 #
 # The cache key is a hash of every input that changes the binary (sources,
@@ -24,13 +25,13 @@ key=$( { cat "$src/go.mod" "$src/go.sum" "$src/main.go"; echo "$ldflags"; GOTOOL
 out=$cache/controlplane-$k8s-$key
 
 if [ -x "$out" ]; then
-  echo "control plane: kube-apiserver $k8s, kube-controller-manager $k8s, etcd $etcd (cached: $out)" >&2
+  echo "control plane: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet $k8s, etcd $etcd (cached: $out)" >&2
   echo "$out"
   exit 0
 fi
 
-echo "control plane: building kube-apiserver $k8s, kube-controller-manager $k8s, etcd $etcd" >&2
-echo "control plane: first build only, about 15 minutes and 3 GB of memory on two cores; cached afterwards in $cache" >&2
+echo "control plane: building kube-apiserver, kube-controller-manager, kube-scheduler, kubelet $k8s, etcd $etcd" >&2
+echo "control plane: first build only, 15 to 25 minutes and 3 GB of memory on two cores; cached afterwards in $cache" >&2
 mkdir -p "$cache"
 start=$(date +%s)
 # `go build` is silent for many minutes: say it is still at work.
