@@ -311,8 +311,11 @@ pub(crate) async fn node_killed_runner_ends_pod(env: &mut Env) -> Result<()> {
         let tpl = template(env, mode, runner_labels(&run), &vars, json!({}));
         api.create(&PostParams::default(), &crate::pods::pod(&run, tpl)?).await?;
         let mut rec = Recording::default();
+        // The log line reaches the node's files before the kubelet reports
+        // the container's id in the pod's status: wait for both.
         watch_until(&api, &run, &mut rec, RUN, "the runner to wait", |r| {
             r.has(RUNNER, "runner: waiting for a signal")
+                && r.status(RUNNER).is_ok_and(|s| s.container_id.is_some())
         })
         .await?;
         let id = rec
