@@ -187,7 +187,7 @@ pub(crate) async fn uninstall(env: &Env, ns: &str) -> Result<()> {
 }
 
 /// A namespace the webhook leaves alone, for the policy.
-async fn policy_namespace(env: &Env, ns: &str) -> Result<()> {
+pub(crate) async fn policy_namespace(env: &Env, ns: &str) -> Result<()> {
     namespace(
         &env.client,
         ns,
@@ -210,6 +210,52 @@ pub(crate) async fn policy_objects_accepted(env: &mut Env) -> Result<()> {
         let applied = apply_text(&env.client, &text, &what, None, true).await?;
         println!("e2e:   {what}: {applied} objects accepted (server-side dry run)");
     }
+    // The kustomize component, as shipped (base + component).
+    let kustomize =
+        std::env::var_os("KUSTOMIZE").context("KUSTOMIZE is not set: run `make e2e`")?;
+    let overlay = env.dir.join("policy-overlay");
+    std::fs::create_dir_all(&overlay)?;
+    // kustomize takes no absolute roots: the repository, relative to the overlay.
+    let up = "../".repeat(overlay.components().count().saturating_sub(1));
+    let manifests = format!(
+        "{up}{}",
+        root()
+            .join("manifests")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "resources: [{manifests}/base]\ncomponents: [{manifests}/components/policy-delivery]\n"
+        ),
+    )?;
+    let out = Command::new(kustomize)
+        .arg("build")
+        .arg("--load-restrictor=LoadRestrictionsNone")
+        .arg(&overlay)
+        .output()
+        .context("running kustomize")?;
+    ensure!(
+        out.status.success(),
+        "kustomize build (base + components/policy-delivery): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let what = "kustomize build (base + components/policy-delivery)";
+    let applied = apply_text(
+        &env.client,
+        &String::from_utf8(out.stdout)?,
+        what,
+        None,
+        true,
+    )
+    .await?;
+    ensure!(
+        applied == 4,
+        "{what}: {applied} objects, want the 4 policies"
+    );
+    println!("e2e:   {what}: {applied} objects accepted (server-side dry run)");
     Ok(())
 }
 
