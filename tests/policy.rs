@@ -74,3 +74,28 @@ fn output_directory_gets_one_file_per_object() {
     assert_eq!(joined.join("---\n"), golden);
     std::fs::remove_dir_all(&dir).expect("remove temp dir");
 }
+
+/// The kustomize component ships the policies rendered from the base's
+/// config; a change to either must regenerate it.
+#[test]
+fn kustomize_component_is_the_rendering_of_the_base_config() {
+    let root = common::root();
+    let out = Command::new(common::bin())
+        .arg("policy")
+        .arg("--config")
+        .arg(root.join("manifests/base/config.yaml"))
+        .output()
+        .expect("run dind-injector policy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shipped =
+        std::fs::read(root.join("manifests/components/policy-delivery/policy.yaml")).expect("read");
+    assert!(
+        shipped == out.stdout,
+        "manifests/components/policy-delivery/policy.yaml is stale: regenerate it with \
+         dind-injector policy --config manifests/base/config.yaml"
+    );
+}

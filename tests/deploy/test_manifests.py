@@ -770,3 +770,24 @@ def test_dashboard():
         assert p["datasource"]["uid"] == "${datasource}"
         for e in (t["expr"] for t in p["targets"]):
             assert e.count("(") == e.count(")") and e.count("{") == e.count("}"), e
+
+
+def test_policy_delivery_component(dev_manifests):
+    """components/policy-delivery: the four admission policies and none of
+    the webhook's objects (no Deployment, Service, certificates, config)."""
+    overlay = dev_manifests / "overlays" / "policy"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": ["../../base"], "components": ["../../components/policy-delivery"]}))
+    objs = kustomize(overlay)
+    assert sorted(o["kind"] for o in objs) == [
+        "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    for o in objs:
+        assert "namespace" not in o["metadata"], f"{o['kind']} is cluster-scoped"
+    mutating = one(objs, "MutatingAdmissionPolicy")
+    assert mutating["spec"]["failurePolicy"] == "Fail"
+    assert mutating["spec"]["reinvocationPolicy"] == "IfNeeded"
+    assert mutating["spec"]["matchConstraints"]["objectSelector"] == {"matchLabels": {"runner": "true"}}
+    assert {m["patchType"] for m in mutating["spec"]["mutations"]} == {"JSONPatch"}

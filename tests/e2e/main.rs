@@ -156,6 +156,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         policy::policy_invalid_annotations_refused,
         policy::policy_dry_run_stores_nothing,
         policy::policy_reinvocation_keeps_one_dind,
+        policy::node_policy_job_completes,
         on_node::node_docker_ready_before_runner,
         on_node::node_job_runs_docker,
         on_node::node_runner_exit_code,

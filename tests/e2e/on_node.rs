@@ -112,7 +112,7 @@ async fn injected(api: &Api<Pod>, name: &str, mode: Mode) -> Result<()> {
     check_injected(&api.get(name).await?, mode)
 }
 
-async fn both<F, Fut>(f: F) -> Result<()>
+pub(crate) async fn both<F, Fut>(f: F) -> Result<()>
 where
     F: Fn(Mode) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -131,46 +131,63 @@ where
 /// every container ends, and the job container got the pod network's MTU.
 pub(crate) async fn node_job_runs_docker(env: &mut Env) -> Result<()> {
     let env = &*env;
-    both(|mode| async move {
-        let run = format!("job-{}", mode_name(mode));
-        let jobs: Api<Job> = Api::namespaced(env.client.clone(), RUNNERS);
-        let job: Job = serde_json::from_value(json!({
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": run},
-            "spec": {
-                "backoffLimit": 0,
-                "template": template(env, mode, runner_labels(&run), &[("JOB_COMMANDS", DOCKER_JOB)], json!({})),
-            }
-        }))?;
-        let created = now();
-        jobs.create(&PostParams::default(), &job).await?;
-        let api = runners(env);
-        let name = pod_of(&api, &run).await?;
-        injected(&api, &name, mode).await?;
-        let mut rec = Recording::default();
-        let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
-        ensure!(rec.phase() == "Succeeded", "phase {}:\n{}", rec.phase(), rec.dump());
-        ensure!(rec.exit_code(RUNNER)? == 0, "runner exit code:\n{}", rec.dump());
-        let mtu = format!("mtu={POD_MTU}");
-        for needle in ["runner: docker ready", "file=from-the-job", mtu.as_str(), "worker: job finished rc=0"] {
-            rec.first(RUNNER, needle)?;
+    both(|mode| job_runs_docker(env, RUNNERS, mode, "job")).await
+}
+
+/// A runner Job in `ns` (`run` names it) that runs a container with the
+/// work directory bind-mounted completes; whoever injected it.
+pub(crate) async fn job_runs_docker(env: &Env, ns: &str, mode: Mode, run: &str) -> Result<()> {
+    let run = format!("{run}-{}", mode_name(mode));
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), ns);
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": run},
+        "spec": {
+            "backoffLimit": 0,
+            "template": template(env, mode, runner_labels(&run), &[("JOB_COMMANDS", DOCKER_JOB)], json!({})),
         }
-        let complete = job_condition(&jobs, &run, "Complete").await?;
-        let started = rec.first(RUNNER, "runner: started")?.at;
-        let exit = rec.first(RUNNER, "runner: exit 0")?.at;
-        let dind_ready = rec.first(DIND, "dockerd answers")?.at;
-        println!(
-            "e2e:   {}: Job complete; pod created → runner started {}, Docker ready → runner started {}, runner exit → pod Succeeded {}, → Job Complete {}, job container MTU {POD_MTU}",
-            mode_name(mode),
-            secs(created, started),
-            secs(dind_ready, started),
-            secs(exit, ended),
-            secs(exit, complete),
-        );
-        jobs.delete(&run, &DeleteParams::background()).await?;
-        Ok(())
-    })
-    .await
+    }))?;
+    let created = now();
+    jobs.create(&PostParams::default(), &job).await?;
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let name = pod_of(&api, &run).await?;
+    injected(&api, &name, mode).await?;
+    let mut rec = Recording::default();
+    let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
+    ensure!(
+        rec.phase() == "Succeeded",
+        "phase {}:\n{}",
+        rec.phase(),
+        rec.dump()
+    );
+    ensure!(
+        rec.exit_code(RUNNER)? == 0,
+        "runner exit code:\n{}",
+        rec.dump()
+    );
+    let mtu = format!("mtu={POD_MTU}");
+    for needle in [
+        "runner: docker ready",
+        "file=from-the-job",
+        mtu.as_str(),
+        "worker: job finished rc=0",
+    ] {
+        rec.first(RUNNER, needle)?;
+    }
+    let complete = job_condition(&jobs, &run, "Complete").await?;
+    let started = rec.first(RUNNER, "runner: started")?.at;
+    let exit = rec.first(RUNNER, "runner: exit 0")?.at;
+    let dind_ready = rec.first(DIND, "dockerd answers")?.at;
+    println!(
+        "e2e:   {} in {ns}: Job complete; pod created → runner started {}, Docker ready → runner started {}, runner exit → pod Succeeded {}, → Job Complete {}, job container MTU {POD_MTU}",
+        mode_name(mode),
+        secs(created, started),
+        secs(dind_ready, started),
+        secs(exit, ended),
+        secs(exit, complete),
+    );
+    jobs.delete(&run, &DeleteParams::background()).await?;
+    Ok(())
 }
 
 /// 2: a runner that exits 3 fails its Job's pod with the runner's code, and

@@ -22,11 +22,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::extra;
 use crate::pods::{check_injected, count_named, pod, runner_labels, runner_template, Mode};
 use crate::procs::eventually;
 use crate::scenarios::ensure_extra;
 use crate::setup::{apply_text, namespace};
+use crate::{extra, on_node};
 use crate::{injector, root, Env, FIELD_MANAGER, WAIT};
 
 /// Where pods go through the webhook (selected like any runner namespace).
@@ -83,7 +83,7 @@ fn render(env: &Env, mode: Option<Mode>) -> Result<Vec<Value>> {
 }
 
 /// The four objects, renamed after `ns` and matching only pods in `ns`.
-async fn install(env: &Env, ns: &str, mode: Option<Mode>) -> Result<()> {
+pub(crate) async fn install(env: &Env, ns: &str, mode: Option<Mode>) -> Result<()> {
     let name = format!("dind-injector-{ns}");
     let only_here = json!({"matchExpressions": [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}
@@ -167,7 +167,7 @@ async fn install(env: &Env, ns: &str, mode: Option<Mode>) -> Result<()> {
     .await
 }
 
-async fn uninstall(env: &Env, ns: &str) -> Result<()> {
+pub(crate) async fn uninstall(env: &Env, ns: &str) -> Result<()> {
     let name = format!("dind-injector-{ns}");
     let dp = DeleteParams::default();
     let c = env.client.clone();
@@ -187,7 +187,7 @@ async fn uninstall(env: &Env, ns: &str) -> Result<()> {
 }
 
 /// A namespace the webhook leaves alone, for the policy.
-async fn policy_namespace(env: &Env, ns: &str) -> Result<()> {
+pub(crate) async fn policy_namespace(env: &Env, ns: &str) -> Result<()> {
     namespace(
         &env.client,
         ns,
@@ -210,6 +210,52 @@ pub(crate) async fn policy_objects_accepted(env: &mut Env) -> Result<()> {
         let applied = apply_text(&env.client, &text, &what, None, true).await?;
         println!("e2e:   {what}: {applied} objects accepted (server-side dry run)");
     }
+    // The kustomize component, as shipped (base + component).
+    let kustomize =
+        std::env::var_os("KUSTOMIZE").context("KUSTOMIZE is not set: run `make e2e`")?;
+    let overlay = env.dir.join("policy-overlay");
+    std::fs::create_dir_all(&overlay)?;
+    // kustomize takes no absolute roots: the repository, relative to the overlay.
+    let up = "../".repeat(overlay.components().count().saturating_sub(1));
+    let manifests = format!(
+        "{up}{}",
+        root()
+            .join("manifests")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "resources: [{manifests}/base]\ncomponents: [{manifests}/components/policy-delivery]\n"
+        ),
+    )?;
+    let out = Command::new(kustomize)
+        .arg("build")
+        .arg("--load-restrictor=LoadRestrictionsNone")
+        .arg(&overlay)
+        .output()
+        .context("running kustomize")?;
+    ensure!(
+        out.status.success(),
+        "kustomize build (base + components/policy-delivery): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let what = "kustomize build (base + components/policy-delivery)";
+    let applied = apply_text(
+        &env.client,
+        &String::from_utf8(out.stdout)?,
+        what,
+        None,
+        true,
+    )
+    .await?;
+    ensure!(
+        applied == 4,
+        "{what}: {applied} objects, want the 4 policies"
+    );
+    println!("e2e:   {what}: {applied} objects accepted (server-side dry run)");
     Ok(())
 }
 
@@ -614,5 +660,25 @@ pub(crate) async fn policy_reinvocation_keeps_one_dind(env: &mut Env) -> Result<
     }
     .await;
     uninstall(env, ns).await?;
+    result
+}
+
+/// On the node: a runner Job injected by the policy (classic and native,
+/// each policy in a namespace of its own) completes, as the webhook's does.
+pub(crate) async fn node_policy_job_completes(env: &mut Env) -> Result<()> {
+    let env = &*env;
+    let ns = |mode: Mode| format!("e2e-policy-node-{}", mode.as_str());
+    for mode in [Mode::Classic, Mode::Native] {
+        policy_namespace(env, &ns(mode)).await?;
+        install(env, &ns(mode), Some(mode)).await?;
+    }
+    let result = on_node::both(|mode| {
+        let ns = ns(mode);
+        async move { on_node::job_runs_docker(env, &ns, mode, "policy-job").await }
+    })
+    .await;
+    for mode in [Mode::Classic, Mode::Native] {
+        uninstall(env, &ns(mode)).await?;
+    }
     result
 }
