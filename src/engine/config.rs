@@ -59,6 +59,13 @@ impl SidecarMode {
             _ => None,
         }
     }
+
+    /// [`SidecarMode::parse`] for a command-line flag: the error names the
+    /// value and what is accepted.
+    pub fn parse_arg(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+            .ok_or_else(|| format!("{s:?} is not a sidecar mode: expected {}", Self::ACCEPTED))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +225,22 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 impl Config {
+    /// What the offline commands (`inject`, `policy`) work from: the file
+    /// when one is given, else every default; `mode` overrides `sidecarMode`.
+    pub fn load_or_default(
+        path: Option<&Path>,
+        mode: Option<SidecarMode>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::load(path)?,
+            None => Self::default(),
+        };
+        if let Some(mode) = mode {
+            config.sidecar_mode = mode;
+        }
+        Ok(config)
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();

@@ -26,27 +26,12 @@ pub struct Args {
     pub config: Option<PathBuf>,
     /// Overrides the config's sidecarMode. Offline, `auto` means classic,
     /// which works on every Kubernetes version.
-    #[arg(long, value_parser = parse_mode)]
+    #[arg(long, value_parser = SidecarMode::parse_arg)]
     pub mode: Option<SidecarMode>,
 }
 
-fn parse_mode(s: &str) -> Result<SidecarMode, String> {
-    SidecarMode::parse(s).ok_or_else(|| {
-        format!(
-            "{s:?} is not a sidecar mode: expected {}",
-            SidecarMode::ACCEPTED
-        )
-    })
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    if let Some(mode) = args.mode {
-        config.sidecar_mode = mode;
-    }
+    let config = Config::load_or_default(args.config.as_deref(), args.mode)?;
     let engine = Engine::new(config, Mode::Classic)?;
     let input = read_input(&args.file)?;
     let source = args.file.display().to_string();

@@ -58,7 +58,7 @@ pub struct Args {
     /// Overrides the config's sidecarMode. `auto` means native: the API these
     /// policies use exists only where every supported kubelet has native
     /// sidecars.
-    #[arg(long, value_parser = parse_mode)]
+    #[arg(long, value_parser = SidecarMode::parse_arg)]
     pub mode: Option<SidecarMode>,
     /// Where to write: `-` prints one YAML stream, a directory gets one file
     /// per object.
@@ -71,23 +71,8 @@ pub struct Args {
     pub output: PathBuf,
 }
 
-fn parse_mode(s: &str) -> Result<SidecarMode, String> {
-    SidecarMode::parse(s).ok_or_else(|| {
-        format!(
-            "{s:?} is not a sidecar mode: expected {}",
-            SidecarMode::ACCEPTED
-        )
-    })
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    if let Some(mode) = args.mode {
-        config.sidecar_mode = mode;
-    }
+    let config = Config::load_or_default(args.config.as_deref(), args.mode)?;
     let objects = render(&config)?;
     if args.output.as_os_str() == "-" {
         print!("{}", to_yaml(&objects)?);
