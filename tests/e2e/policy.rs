@@ -612,24 +612,7 @@ pub(crate) async fn policy_dry_run_stores_nothing(env: &mut Env) -> Result<()> {
     policy_namespace(env, ns).await?;
     install(env, ns, None).await?;
     let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    let result = async {
-        let answer = api
-            .create(
-                &PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                },
-                &pod("dry-run", runner_template(runner_labels(), json!({})))?,
-            )
-            .await?;
-        check_injected(&answer, Mode::Native)?;
-        ensure!(
-            api.get_opt("dry-run").await?.is_none(),
-            "a dry-run pod was stored"
-        );
-        Ok(())
-    }
-    .await;
+    let result = crate::scenarios::dry_run_injects_and_stores_nothing(&api).await;
     uninstall(env, ns).await?;
     result
 }

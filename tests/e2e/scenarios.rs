@@ -265,9 +265,9 @@ pub(crate) async fn invalid_annotation_rejected(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn dry_run_stores_nothing(env: &mut Env) -> Result<()> {
-    let pods = runners(env);
-    let before = env.injector.metrics().await?.reviews();
+/// A server-side dry run of a runner pod: the answer is injected (native),
+/// and nothing is stored. Whoever injects (webhook or policy).
+pub(crate) async fn dry_run_injects_and_stores_nothing(pods: &Api<Pod>) -> Result<()> {
     let answer = pods
         .create(
             &PostParams {
@@ -282,6 +282,13 @@ pub(crate) async fn dry_run_stores_nothing(env: &mut Env) -> Result<()> {
         pods.get_opt("dry-run").await?.is_none(),
         "a dry-run pod was stored"
     );
+    Ok(())
+}
+
+pub(crate) async fn dry_run_stores_nothing(env: &mut Env) -> Result<()> {
+    let pods = runners(env);
+    let before = env.injector.metrics().await?.reviews();
+    dry_run_injects_and_stores_nothing(&pods).await?;
     let after = env.injector.metrics().await?.reviews();
     ensure!(
         after - before == 1.0,
