@@ -33,10 +33,6 @@ const DOCKER_JOB: &str = "load_job_image > /dev/null \
     && job_container 'echo from-the-job > out; echo mtu=$(cat /sys/class/net/eth0/mtu)' \
     && echo file=$(cat \"$WORK_DIR/out\")";
 
-fn mode_name(mode: Mode) -> &'static str {
-    mode.as_str()
-}
-
 /// A runner pod template for the node: the e2e runner image and its run.sh,
 /// the mode by annotation, run.sh's behaviour from `vars`.
 fn template(env: &Env, mode: Mode, labels: Value, vars: &[(&str, &str)], limits: Value) -> Value {
@@ -120,7 +116,7 @@ where
     let (classic, native) = tokio::join!(f(Mode::Classic), f(Mode::Native));
     let errors: Vec<String> = [(Mode::Classic, classic), (Mode::Native, native)]
         .into_iter()
-        .filter_map(|(m, r)| r.err().map(|e| format!("{}: {e:#}", mode_name(m))))
+        .filter_map(|(m, r)| r.err().map(|e| format!("{}: {e:#}", m.as_str())))
         .collect();
     ensure!(errors.is_empty(), "{}", errors.join("\n"));
     Ok(())
@@ -137,7 +133,7 @@ pub(crate) async fn node_job_runs_docker(env: &mut Env) -> Result<()> {
 /// A runner Job in `ns` (`run` names it) that runs a container with the
 /// work directory bind-mounted completes; whoever injected it.
 pub(crate) async fn job_runs_docker(env: &Env, ns: &str, mode: Mode, run: &str) -> Result<()> {
-    let run = format!("{run}-{}", mode_name(mode));
+    let run = format!("{run}-{}", mode.as_str());
     let jobs: Api<Job> = Api::namespaced(env.client.clone(), ns);
     let job: Job = serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
@@ -180,7 +176,7 @@ pub(crate) async fn job_runs_docker(env: &Env, ns: &str, mode: Mode, run: &str) 
     let dind_ready = rec.first(DIND, "dockerd answers")?.at;
     println!(
         "e2e:   {} in {ns}: Job complete; pod created → runner started {}, Docker ready → runner started {}, runner exit → pod Succeeded {}, → Job Complete {}, job container MTU {POD_MTU}",
-        mode_name(mode),
+        mode.as_str(),
         secs(created, started),
         secs(dind_ready, started),
         secs(exit, ended),
@@ -195,7 +191,7 @@ pub(crate) async fn job_runs_docker(env: &Env, ns: &str, mode: Mode, run: &str) 
 pub(crate) async fn node_runner_exit_code(env: &mut Env) -> Result<()> {
     let env = &*env;
     both(|mode| async move {
-        let run = format!("exit3-{}", mode_name(mode));
+        let run = format!("exit3-{}", mode.as_str());
         let jobs: Api<Job> = Api::namespaced(env.client.clone(), RUNNERS);
         let vars = [("RUNNER_JOB", "0"), ("RUNNER_EXIT_CODE", "3")];
         let job: Job = serde_json::from_value(json!({
@@ -214,7 +210,7 @@ pub(crate) async fn node_runner_exit_code(env: &mut Env) -> Result<()> {
         job_condition(&jobs, &run, "Failed").await?;
         println!(
             "e2e:   {}: runner exit 3 → pod Failed {} (runner's status exit code 3, Job Failed)",
-            mode_name(mode),
+            mode.as_str(),
             secs(exit, ended)
         );
         jobs.delete(&run, &DeleteParams::background()).await?;
@@ -229,7 +225,7 @@ pub(crate) async fn node_runner_exit_code(env: &mut Env) -> Result<()> {
 pub(crate) async fn node_scale_down_drains(env: &mut Env) -> Result<()> {
     let env = &*env;
     both(|mode| async move {
-        let run = format!("rs-{}", mode_name(mode));
+        let run = format!("rs-{}", mode.as_str());
         let sets: Api<ReplicaSet> = Api::namespaced(env.client.clone(), RUNNERS);
         let vars = [
             ("JOB_SECONDS", "10"),
@@ -285,7 +281,7 @@ pub(crate) async fn node_scale_down_drains(env: &mut Env) -> Result<()> {
         ensure!(gone - scaled < grace as f64, "gone after {:.1} s, grace {grace} s", gone - scaled);
         println!(
             "e2e:   {}: scale-down → job finished {} ({} Docker calls after it, all ok) → runner SIGINT {} → runner exit {} → Docker stopping {} → pod gone {} (grace {grace} s)",
-            mode_name(mode),
+            mode.as_str(),
             secs(scaled, finished),
             after.len(),
             secs(scaled, sigint),
@@ -307,7 +303,7 @@ pub(crate) async fn node_killed_runner_ends_pod(env: &mut Env) -> Result<()> {
     both(|mode| async move {
         let api = runners(env);
         // Out of memory.
-        let run = format!("oom-{}", mode_name(mode));
+        let run = format!("oom-{}", mode.as_str());
         let vars = [("RUNNER_JOB", "0"), ("RUNNER_DOCKER_CHECK", "0"), ("RUNNER_MEMORY_HOG", "1")];
         let tpl = template(env, mode, runner_labels(&run), &vars, json!({"memory": "96Mi"}));
         let pod = crate::pods::pod(&run, tpl)?;
@@ -319,11 +315,11 @@ pub(crate) async fn node_killed_runner_ends_pod(env: &mut Env) -> Result<()> {
         let hog = rec.first(RUNNER, "allocating memory")?.at;
         println!(
             "e2e:   {}: runner over its memory limit → OOM kill → pod Failed {} after it started allocating, no container left running",
-            mode_name(mode),
+            mode.as_str(),
             secs(hog, ended)
         );
         // SIGKILL to every process of the runner container.
-        let run = format!("kill-{}", mode_name(mode));
+        let run = format!("kill-{}", mode.as_str());
         let vars = [("RUNNER_JOB", "0"), ("RUNNER_WAIT_FOR_SIGNAL", "1")];
         let tpl = template(env, mode, runner_labels(&run), &vars, json!({}));
         api.create(&PostParams::default(), &crate::pods::pod(&run, tpl)?).await?;
@@ -348,10 +344,10 @@ pub(crate) async fn node_killed_runner_ends_pod(env: &mut Env) -> Result<()> {
         ensure!(rec.exit_code(RUNNER)? == 137, "runner exit code:\n{}", rec.dump());
         println!(
             "e2e:   {}: runner container SIGKILLed through containerd → pod Failed {}, no container left running",
-            mode_name(mode),
+            mode.as_str(),
             secs(killed, ended)
         );
-        for name in [format!("oom-{}", mode_name(mode)), run] {
+        for name in [format!("oom-{}", mode.as_str()), run] {
             api.delete(&name, &DeleteParams::default()).await?;
         }
         Ok(())
@@ -365,7 +361,7 @@ pub(crate) async fn node_docker_ready_before_runner(env: &mut Env) -> Result<()>
     let env = &*env;
     both(|mode| async move {
         let api = runners(env);
-        let run = format!("ready-{}", mode_name(mode));
+        let run = format!("ready-{}", mode.as_str());
         let tpl = template(env, mode, runner_labels(&run), &[("RUNNER_JOB", "0")], json!({}));
         let created = now();
         api.create(&PostParams::default(), &crate::pods::pod(&run, tpl)?).await?;
@@ -383,7 +379,7 @@ pub(crate) async fn node_docker_ready_before_runner(env: &mut Env) -> Result<()>
         );
         println!(
             "e2e:   {}: pod created → dind started {} → Docker ready {} → runner started {} (Docker ready → runner {}); the runner's first docker call worked",
-            mode_name(mode),
+            mode.as_str(),
             secs(created, dind_started),
             secs(created, ready),
             secs(created, started),
