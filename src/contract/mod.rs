@@ -58,6 +58,12 @@ pub mod annotation {
     ];
 }
 
+/// On the admission policies `dind-injector policy` renders: the
+/// configuration they were rendered from (JSON, sidecar mode resolved), so
+/// that a deployer holding a configuration — the Helm chart — can refuse a
+/// rendering made from another one instead of installing it silently.
+pub const POLICY_CONFIG_ANNOTATION: &str = "dind-injector.io/config";
+
 /// Value written to [`annotation::STATUS`].
 pub const STATUS_INJECTED: &str = "injected";
 

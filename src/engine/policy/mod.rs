@@ -117,6 +117,10 @@ pub fn mode(config: &Config) -> Mode {
 pub fn render(config: &Config) -> Result<Vec<Value>, Error> {
     config.validate()?;
     let mode = mode(config);
+    let metadata = json!({
+        "name": NAME,
+        "annotations": {contract::POLICY_CONFIG_ANNOTATION: provenance(config, mode)?},
+    });
     let rules = Rules::new(config, mode);
     let match_constraints = json!({
         "resourceRules": [{
@@ -142,7 +146,7 @@ pub fn render(config: &Config) -> Result<Vec<Value>, Error> {
     let mutating = json!({
         "apiVersion": API_VERSION,
         "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": NAME},
+        "metadata": metadata,
         "spec": {
             "matchConstraints": match_constraints,
             "matchConditions": mutating_conditions,
@@ -182,7 +186,7 @@ pub fn render(config: &Config) -> Result<Vec<Value>, Error> {
     let validating = json!({
         "apiVersion": API_VERSION,
         "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": NAME},
+        "metadata": metadata,
         "spec": {
             "matchConstraints": match_constraints,
             // The pods the webhook leaves alone, and those the mutating
@@ -204,6 +208,19 @@ pub fn render(config: &Config) -> Result<Vec<Value>, Error> {
         validating,
         validating_binding,
     ])
+}
+
+/// The configuration the policies are rendered from, as one line of JSON
+/// with the sidecar mode they implement (`auto` resolved), for
+/// [`contract::POLICY_CONFIG_ANNOTATION`]. Every field is written, defaults
+/// included, so a deployer compares whole configurations, not fragments.
+fn provenance(config: &Config, mode: Mode) -> Result<String, Error> {
+    let mut effective = config.clone();
+    effective.sidecar_mode = match mode {
+        Mode::Classic => SidecarMode::Classic,
+        Mode::Native => SidecarMode::Native,
+    };
+    Ok(serde_json::to_string(&effective)?)
 }
 
 // === CEL over the pod ===
@@ -786,6 +803,38 @@ mod tests {
         assert_eq!(mode(&config), Mode::Native);
         config.sidecar_mode = SidecarMode::Classic;
         assert_eq!(mode(&config), Mode::Classic);
+    }
+
+    /// Both policies name the configuration they implement, whole and with
+    /// the mode they were rendered in, so a deployer can compare it with its own.
+    #[test]
+    fn policies_carry_the_configuration_they_were_rendered_from() {
+        let mut config = Config::default();
+        config.dind.storage_size_limit = Some("20Gi".into());
+        for (mode, expected) in [
+            (SidecarMode::Auto, SidecarMode::Native),
+            (SidecarMode::Classic, SidecarMode::Classic),
+        ] {
+            config.sidecar_mode = mode;
+            let objects = render(&config).unwrap();
+            for i in [0, 2] {
+                let stamp = objects[i]["metadata"]["annotations"]
+                    [contract::POLICY_CONFIG_ANNOTATION]
+                    .as_str()
+                    .unwrap();
+                let read: Config = serde_json::from_str(stamp).unwrap();
+                assert_eq!(
+                    read,
+                    Config {
+                        sidecar_mode: expected,
+                        ..config.clone()
+                    }
+                );
+            }
+            for i in [1, 3] {
+                assert!(objects[i]["metadata"].get("annotations").is_none());
+            }
+        }
     }
 
     /// Every key is either honoured or refused; none is silently ignored.
