@@ -47,7 +47,7 @@ HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
 KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 PYTEST_VERSION ?= 9.2.0
 
-.PHONY: all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
+.PHONY: chart-policies all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 all: build
 
@@ -168,6 +168,12 @@ deploy-test: build tools $(VENV)/.installed-deploy-$(PYTEST_VERSION)
 	HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" DIND_INJECTOR="$(BIN)" \
 	KUBERNETES_SCHEMA_VERSION="$(KUBERNETES_SCHEMA_VERSION)" \
 		"$(VENV)/bin/python" -m pytest -p no:cacheprovider -q tests/deploy
+
+## make chart-policies: the chart's shipped admission policies (delivery:
+## policy), `dind-injector policy` on the chart's default config; make test
+## fails when they are stale.
+chart-policies: build tools
+	scripts/chart-policies.sh "$(HELM)" "$(BIN)"
 
 lint:
 	cargo fmt --check

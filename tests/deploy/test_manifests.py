@@ -136,6 +136,20 @@ VALUE_SETS = {
     },
     "allow-host-network": {"config": {"allowHostNetwork": True}},
     "tests-off": {"tests": {"enabled": False}},
+    "single-replica": {"replicaCount": 1},
+    "webhook-port": {"server": {"port": 10250}, "metrics": {"port": 8080}},
+}
+
+# delivery: policy (admission policies, no webhook objects), rendered and
+# checked apart from the webhook renderings above.
+POLICY_SETS = {
+    "policy": {"delivery": "policy"},
+    "policy-classic": {"delivery": "policy", "config": {"sidecarMode": "classic"}},
+    "policy-native-selection": {
+        "delivery": "policy", "config": {"sidecarMode": "native"},
+        "webhook": {"excludedNamespaces": ["kube-system", "monitoring"],
+                    "namespaceSelectorExpressions": [{"key": "ci", "operator": "In", "values": ["true"]}]},
+    },
 }
 
 
@@ -173,7 +187,7 @@ KUSTOMIZATIONS = ["base", "overlays/cert-manager", "overlays/dev"]
 def rendered(tmp_path_factory, dev_manifests) -> dict:
     """Every rendering, by name: chart value sets and kustomizations."""
     out = {}
-    for name, values in VALUE_SETS.items():
+    for name, values in {**VALUE_SETS, **POLICY_SETS}.items():
         out[f"helm:{name}"] = render_chart(values, tmp_path_factory.mktemp(name))
     for k in KUSTOMIZATIONS:
         out[f"kustomize:{k}"] = kustomize(dev_manifests / k)
@@ -188,7 +202,8 @@ def namespace_of(name: str) -> str:
 
 
 def values_of(name: str) -> dict:
-    return VALUE_SETS.get(name.removeprefix("helm:"), {}) if name.startswith("helm:") else {}
+    sets = {**VALUE_SETS, **POLICY_SETS}
+    return sets.get(name.removeprefix("helm:"), {}) if name.startswith("helm:") else {}
 
 
 def get(d: dict, path: str, default=None):
@@ -225,10 +240,10 @@ def test_helm_lint_strict():
     assert "[ERROR]" not in proc.stdout and "[WARNING]" not in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("name", [n for n in VALUE_SETS if n != "defaults"])
+@pytest.mark.parametrize("name", [n for n in {**VALUE_SETS, **POLICY_SETS} if n != "defaults"])
 def test_helm_lint_with_values(name, tmp_path):
     values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(VALUE_SETS[name]))
+    values_file.write_text(yaml.safe_dump({**VALUE_SETS, **POLICY_SETS}[name]))
     proc = run([tool("HELM"), "lint", "--strict", str(CHART), "--namespace", RELEASE_NS,
                 "--kube-version", KUBE_VERSION, "--values", str(values_file)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -250,6 +265,11 @@ BAD_VALUES = {
     "log format": {"server": {"logFormat": "xml"}},
     "digest": {"image": {"digest": "latest"}},
     "issuer kind": {"certificates": {"certManager": {"issuerRef": {"name": "x", "kind": "Vault"}}}},
+    "issuerRef without a name": {"certificates": {"certManager": {"enabled": True, "issuerRef": {"kind": "ClusterIssuer"}}}},
+    "delivery": {"delivery": "both"},
+    "regenerate (now regenerateToken)": {"certificates": {"regenerate": True}},
+    "webhook port 0": {"server": {"port": 0}},
+    "policy rendering not text": {"policy": {"rendered": ["x"]}},
 }
 
 
@@ -358,7 +378,10 @@ def test_webhook_configuration(name, rendered):
     https = [p for p in service["spec"]["ports"] if p["port"] == 443]
     assert https and https[0]["targetPort"] == "https"
     container = webhook_pod_spec(objs)["containers"][0]
-    assert {"name": "https", "containerPort": 8443, "protocol": "TCP"} in container["ports"]
+    port = get(values, "server.port", 8443)
+    assert {"name": "https", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    if name.startswith("helm:"):
+        assert f"--addr=0.0.0.0:{port}" in container["args"]
     # matchConditions: on unless turned off; they skip what the handler skips anyway.
     conditions = wh.get("matchConditions")
     if get(values, "webhook.matchConditions.enabled", True):
@@ -453,7 +476,6 @@ def test_deployment(name, rendered):
     deployment = one(objs, "Deployment")
     spec = deployment["spec"]
     pod = spec["template"]["spec"]
-    assert spec["replicas"] >= 2
     assert spec["replicas"] == values.get("replicaCount", 2)
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     check_restricted(pod, "webhook")
@@ -498,11 +520,16 @@ def test_deployment(name, rendered):
         assert pod["priorityClassName"] == values["priorityClassName"]
     else:
         assert "priorityClassName" not in pod
-    # Pod disruption budget over the same pods.
-    pdb = one(objs, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"] == selector
-    assert pdb["spec"]["minAvailable"] == get(values, "podDisruptionBudget.minAvailable", 1)
-    assert pdb["spec"]["minAvailable"] < spec["replicas"]
+    # Pod disruption budget over the same pods, only where it lets a drain
+    # evict one: with one replica, minAvailable 1 would block every drain.
+    min_available = get(values, "podDisruptionBudget.minAvailable", 1)
+    pdbs = [o for o in objs if o["kind"] == "PodDisruptionBudget"]
+    if min_available < spec["replicas"]:
+        assert len(pdbs) == 1
+        assert pdbs[0]["spec"]["selector"]["matchLabels"] == selector
+        assert pdbs[0]["spec"]["minAvailable"] == min_available
+    else:
+        assert not pdbs, "a PodDisruptionBudget that allows no eviction blocks node drains"
     # The service account the auto mode reads the cluster with.
     sa = one(objs, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
@@ -638,7 +665,8 @@ def test_optional_objects(rendered):
     assert sm["metadata"]["labels"]["release"] == "prometheus"
     assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "scheme": "http",
                                         "interval": "30s", "scrapeTimeout": "10s"}]
-    assert sm["spec"]["selector"]["matchLabels"] == one(objs, "Deployment")["spec"]["selector"]["matchLabels"]
+    service_labels = one(objs, "Service")["metadata"]["labels"]
+    assert sm["spec"]["selector"]["matchLabels"].items() <= service_labels.items(), "the ServiceMonitor selects no Service"
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NS]}
     service_ports = {p["name"]: p for p in one(objs, "Service")["spec"]["ports"]}
     assert service_ports["metrics"]["port"] == 9102
@@ -725,6 +753,9 @@ def test_cert_manager_overlay_names_match_the_service(rendered):
                         "ci-system, kube-system, kube-public, kube-node-lease"], ["WITHOUT Docker", "older than 1.30"]),
     ({"webhook": {"failurePolicy": "Ignore"}, "certificates": {"certManager": {"enabled": True}}}, "1.29.0",
      ["WITHOUT Docker", "older than 1.30"], ["generated by the chart", "failurePolicy is Fail"]),
+    ({"replicaCount": 1}, KUBE_VERSION, ["No PodDisruptionBudget"], []),
+    ({"delivery": "policy"}, KUBE_VERSION, ["delivery is policy", "ci-system-ci-dind-injector", "helm test ci"],
+     ["rollout status", "failurePolicy is", "generated by the chart", "Metrics:", "No PodDisruptionBudget"]),
 ])
 def test_notes(values, kube, expected, unexpected, tmp_path):
     """NOTES.txt renders (helm template skips it, so it is rendered through a
@@ -791,3 +822,334 @@ def test_policy_delivery_component(dev_manifests):
     assert mutating["spec"]["reinvocationPolicy"] == "IfNeeded"
     assert mutating["spec"]["matchConstraints"]["objectSelector"] == {"matchLabels": {"runner": "true"}}
     assert {m["patchType"] for m in mutating["spec"]["mutations"]} == {"JSONPatch"}
+
+
+# --- references between rendered objects -------------------------------------------
+
+POLICY = [f"helm:{n}" for n in POLICY_SETS]
+
+
+def subset(selector: dict, labels: dict) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
+
+
+def reference_errors(objs: list, ns: str, external_secrets: bool = False) -> list:
+    """Every selector, name and port one rendered object uses to find another:
+    the object it means is rendered too (or, for an external issuer and a
+    kustomize base without its overlay, deliberately not)."""
+    errors = []
+    named = {}
+    for o in objs:
+        named.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
+
+    def exists(kind, name, where):
+        if name not in named.get(kind, {}):
+            errors.append(f"{where}: no {kind} {name!r}")
+            return None
+        return named[kind][name]
+
+    templates = [(d["metadata"]["name"], d["spec"]["template"]) for d in named.get("Deployment", {}).values()]
+    pods = templates + [(p["metadata"]["name"], p) for p in named.get("Pod", {}).values()]
+    for name, d in named.get("Deployment", {}).items():
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        if not subset(d["spec"]["selector"]["matchLabels"], labels):
+            errors.append(f"Deployment {name}: selector does not select its own pods")
+        spec = d["spec"]["template"]["spec"]
+        terms = [t["labelSelector"]["matchLabels"] for t in spec.get("topologySpreadConstraints", [])]
+        terms += [t["podAffinityTerm"]["labelSelector"]["matchLabels"] for t in
+                  get(spec, "affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution", [])]
+        for t in terms:
+            if not subset(t, labels):
+                errors.append(f"Deployment {name}: spread/affinity selector {t} matches none of its pods")
+    for name, svc in named.get("Service", {}).items():
+        selected = [t for _, t in templates if subset(svc["spec"]["selector"], t["metadata"]["labels"])]
+        if not selected:
+            errors.append(f"Service {name}: selector {svc['spec']['selector']} selects no pods")
+            continue
+        container_ports = {p.get("name"): p["containerPort"] for t in selected for c in t["spec"]["containers"]
+                           for p in c.get("ports", [])}
+        for p in svc["spec"]["ports"]:
+            target = p["targetPort"]
+            if target not in (container_ports if isinstance(target, str) else container_ports.values()):
+                errors.append(f"Service {name}: targetPort {target!r} is no container port ({container_ports})")
+    for name, pdb in named.get("PodDisruptionBudget", {}).items():
+        if not any(subset(pdb["spec"]["selector"]["matchLabels"], t["metadata"]["labels"]) for _, t in templates):
+            errors.append(f"PodDisruptionBudget {name}: selects no pods")
+    for name, sm in named.get("ServiceMonitor", {}).items():
+        services = [s for s in named.get("Service", {}).values()
+                    if s["metadata"]["namespace"] in sm["spec"]["namespaceSelector"]["matchNames"]
+                    and subset(sm["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
+        if not services:
+            errors.append(f"ServiceMonitor {name}: selects no Service")
+        for e in sm["spec"]["endpoints"]:
+            if not any(e["port"] in [p["name"] for p in s["spec"]["ports"]] for s in services):
+                errors.append(f"ServiceMonitor {name}: no selected Service has a port named {e['port']!r}")
+    certificate_secrets = {c["spec"]["secretName"]: c for c in named.get("Certificate", {}).values()}
+    for name, pod in pods:
+        spec = pod["spec"]
+        sa = spec.get("serviceAccountName")
+        if sa and sa != "default":
+            exists("ServiceAccount", sa, f"pod of {name}")
+        for v in spec.get("volumes", []):
+            if "configMap" in v:
+                exists("ConfigMap", v["configMap"]["name"], f"pod of {name}, volume {v['name']}")
+            if "secret" in v and v["secret"]["secretName"] not in certificate_secrets and not external_secrets:
+                exists("Secret", v["secret"]["secretName"], f"pod of {name}, volume {v['name']}")
+        mounts = [m["name"] for c in spec.get("initContainers", []) + spec["containers"] for m in c.get("volumeMounts", [])]
+        for m in mounts:
+            if m not in [v["name"] for v in spec.get("volumes", [])]:
+                errors.append(f"pod of {name}: mount of a volume {m!r} it does not have")
+    for name, mwc in named.get("MutatingWebhookConfiguration", {}).items():
+        for wh in mwc["webhooks"]:
+            ref = wh["clientConfig"]["service"]
+            if ref["namespace"] != ns:
+                errors.append(f"MutatingWebhookConfiguration {name}: Service namespace {ref['namespace']}")
+            svc = exists("Service", ref["name"], f"MutatingWebhookConfiguration {name}")
+            if svc and ref["port"] not in [p["port"] for p in svc["spec"]["ports"]]:
+                errors.append(f"MutatingWebhookConfiguration {name}: Service {ref['name']} has no port {ref['port']}")
+        inject = get(mwc, "metadata.annotations", {}).get("cert-manager.io/inject-ca-from")
+        if inject:
+            cert_ns, cert_name = inject.split("/")
+            cert = exists("Certificate", cert_name, f"MutatingWebhookConfiguration {name} (inject-ca-from)")
+            if cert and cert["metadata"]["namespace"] != cert_ns:
+                errors.append(f"inject-ca-from {inject}: the Certificate is in {cert['metadata']['namespace']}")
+    for name, crb in named.get("ClusterRoleBinding", {}).items():
+        exists("ClusterRole", crb["roleRef"]["name"], f"ClusterRoleBinding {name}")
+        for subj in crb["subjects"]:
+            exists("ServiceAccount", subj["name"], f"ClusterRoleBinding {name}")
+            if subj["namespace"] != ns:
+                errors.append(f"ClusterRoleBinding {name}: subject in {subj['namespace']}")
+    for name, cert in named.get("Certificate", {}).items():
+        ref = cert["spec"]["issuerRef"]
+        if ref["kind"] == "Issuer" and (ref["name"] in named.get("Issuer", {}) or not external_secrets):
+            exists("Issuer", ref["name"], f"Certificate {name}")
+    for name, issuer in named.get("Issuer", {}).items():
+        if "ca" in issuer["spec"] and issuer["spec"]["ca"]["secretName"] not in certificate_secrets:
+            errors.append(f"Issuer {name}: no Certificate writes its CA Secret {issuer['spec']['ca']['secretName']}")
+    for kind in ("MutatingAdmissionPolicy", "ValidatingAdmissionPolicy"):
+        for name, binding in named.get(kind + "Binding", {}).items():
+            exists(kind, binding["spec"]["policyName"], f"{kind}Binding {name}")
+        if len(named.get(kind, {})) != len(named.get(kind + "Binding", {})):
+            errors.append(f"{kind}: {len(named.get(kind, {}))} policies, {len(named.get(kind + 'Binding', {}))} bindings")
+    return errors
+
+
+@pytest.mark.parametrize("name", ALL + POLICY)
+def test_references_between_objects(name, rendered):
+    values = values_of(name)
+    external = name == "kustomize:base" or bool(get(values, "certificates.certManager.issuerRef"))
+    errors = reference_errors(rendered[name], namespace_of(name), external_secrets=external)
+    assert not errors, "\n".join(errors)
+
+
+def test_reference_check_finds_broken_references(rendered):
+    """The check above fails on the defects it exists for (among them the
+    ServiceMonitor that selected no Service)."""
+    objs = copy.deepcopy(rendered["helm:monitoring"])
+    service = one(objs, "Service")
+    del service["metadata"]["labels"]["app.kubernetes.io/component"]
+    service["spec"]["ports"][0]["targetPort"] = "http"
+    one(objs, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]["name"] = "other"
+    one(objs, "ClusterRoleBinding")["roleRef"]["name"] = "other"
+    text = "\n".join(reference_errors(objs, RELEASE_NS))
+    for expected in ("ServiceMonitor", "targetPort 'http'", "no Service 'other'", "no ClusterRole 'other'"):
+        assert expected in text, text
+    policies = copy.deepcopy(rendered["helm:policy"])
+    one(policies, "MutatingAdmissionPolicyBinding")["spec"]["policyName"] = "dind-injector"
+    assert "no MutatingAdmissionPolicy 'dind-injector'" in "\n".join(reference_errors(policies, RELEASE_NS))
+
+
+def test_cluster_scoped_names_do_not_collide_across_namespaces(tmp_path):
+    """Two releases of the same name in two namespaces: every cluster-scoped
+    object of one is named apart from the other's."""
+    def cluster_scoped(ns, values):
+        values_file = tmp_path / "values.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", ns,
+                    "--kube-version", KUBE_VERSION, "--values", str(values_file)])
+        assert proc.returncode == 0, proc.stderr
+        return {(o["kind"], o["metadata"]["name"]) for o in load_all(proc.stdout) if "namespace" not in o["metadata"]}
+    for values in ({}, {"delivery": "policy"}):
+        a, b = cluster_scoped("team-a", values), cluster_scoped("team-b", values)
+        assert len(a) >= 3 and len(a) == len(b)
+        assert not a & b, a & b
+
+
+# --- certificates kept across upgrades --------------------------------------------------
+
+
+@pytest.mark.parametrize("existing_token,token,kept", [
+    (None, "", False),          # first install
+    ("", "", True),             # plain upgrade
+    ("", "2026-11-30", False),  # a new token: a new pair, once
+    ("2026-11-30", "2026-11-30", True),  # the same token again (--reuse-values)
+    ("2026-11-30", "", True),   # token removed
+    ("2026-11-30", "2027-01-01", False),
+    ("incomplete", "", False),  # a Secret without its CA
+])
+def test_generated_certificate_is_kept_unless_a_new_token(existing_token, token, kept, tmp_path):
+    """The decision `lookup` feeds (helm template cannot look up), through a
+    copy of the chart with a template that hands it a Secret as the cluster
+    would. Before regenerateToken, `regenerate=true` stayed in the values
+    under --reuse-values and issued a new CA on every later upgrade."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    existing = {}
+    if existing_token is not None:
+        data = {"tls.crt": "Y3J0", "tls.key": "a2V5", "ca.crt": "Y2E="}
+        if existing_token == "incomplete":
+            del data["ca.crt"]
+        existing = {"metadata": {"name": "x", "annotations": {"dind-injector.io/regenerate-token": existing_token}},
+                    "data": data}
+    (chart / "templates" / "zz-kept.yaml").write_text(
+        'kept: {{ include "dind-injector.keptCertificate" (dict "existing" (%s | fromJson) "token" %s) | quote }}\n'
+        % (json.dumps(json.dumps(existing)), json.dumps(token)))
+    proc = run([tool("HELM"), "template", RELEASE, str(chart), "--namespace", RELEASE_NS,
+                "--show-only", "templates/zz-kept.yaml"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(yaml.safe_load(proc.stdout)["kept"])
+    if kept:
+        assert result == {"crt": "Y3J0", "key": "a2V5", "ca": "Y2E=", "token": existing_token}
+    else:
+        assert result == {}
+
+
+def test_secret_remembers_the_token(tmp_path):
+    objs = render_chart({"certificates": {"regenerateToken": "2026-11-30"}}, tmp_path)
+    secret = one(objs, "Secret")
+    assert secret["metadata"]["annotations"]["dind-injector.io/regenerate-token"] == "2026-11-30"
+
+
+# --- delivery: policy -----------------------------------------------------------------------
+
+POLICY_KINDS = ["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+                "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+
+
+def chart_config_file(values: dict, tmp_path: pathlib.Path) -> pathlib.Path:
+    """The config.yaml the chart renders for these values (as the webhook's)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(rendered_config(render_chart({**values, "delivery": "webhook"}, tmp_path))))
+    return path
+
+
+def policy_rendering(config: pathlib.Path, mode: str | None = None) -> str:
+    proc = run([tool("DIND_INJECTOR"), "policy", "--config", str(config), *(["--mode", mode] if mode else [])])
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("mode", ["native", "classic"])
+def test_shipped_policies_are_the_rendering_of_the_chart_defaults(mode, tmp_path):
+    """files/policy-<mode>.yaml is `dind-injector policy` on the config the
+    chart renders by default: a change to the engine or to the chart's
+    defaults must regenerate them (make chart-policies)."""
+    expected = policy_rendering(chart_config_file({}, tmp_path), mode)
+    shipped = (CHART / "files" / f"policy-{mode}.yaml").read_text()
+    assert shipped == expected, f"files/policy-{mode}.yaml is stale: run make chart-policies"
+
+
+@pytest.mark.parametrize("name", POLICY)
+def test_policy_delivery_installs_the_policies_and_nothing_of_the_webhook(name, rendered, tmp_path):
+    objs, values = rendered[name], values_of(name)
+    installed = sorted(o["kind"] for o in objs if not get(o, "metadata.annotations", {}).get("helm.sh/hook"))
+    assert installed == ["ConfigMap"] + POLICY_KINDS, installed
+    mode = "classic" if get(values, "config.sidecarMode") == "classic" else "native"
+    shipped = load_all((CHART / "files" / f"policy-{mode}.yaml").read_text())
+    # The injection is taken as rendered; the chart names the objects, labels
+    # them and sets the namespace selection from the same values as the webhook.
+    policies = [o for o in objs if o["kind"] in POLICY_KINDS]
+    for got, want in zip(sorted(policies, key=lambda o: o["kind"]), sorted(shipped, key=lambda o: o["kind"])):
+        assert got["kind"] == want["kind"]
+        assert got["metadata"]["name"] == f"{RELEASE_NS}-{RELEASE}-dind-injector"
+        assert got["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        got_spec, want_spec = copy.deepcopy(got["spec"]), copy.deepcopy(want["spec"])
+        if "matchConstraints" in got_spec:
+            selector = got_spec["matchConstraints"].pop("namespaceSelector")
+            want_spec["matchConstraints"].pop("namespaceSelector")
+            exprs = {e["key"]: e for e in selector["matchExpressions"]}
+            excluded = set(get(values, "webhook.excludedNamespaces", SYSTEM_NAMESPACES)) | {RELEASE_NS}
+            assert set(exprs["kubernetes.io/metadata.name"]["values"]) == excluded
+            assert exprs["dind-injector.io/injection"]["values"] == ["disabled"]
+            for extra in get(values, "webhook.namespaceSelectorExpressions", []):
+                assert extra in selector["matchExpressions"]
+            assert got["metadata"]["annotations"] == want["metadata"]["annotations"]
+        else:
+            got_spec["policyName"] = want_spec["policyName"]
+        assert got_spec == want_spec
+    # The release's ConfigMap still holds the config (helm test, inject --from-cluster).
+    config = rendered_config(objs)
+    assert config["injector"]["image"].startswith("ghcr.io/dind-injector/dind-injector:")
+
+
+@pytest.mark.parametrize("name", POLICY)
+def test_policy_delivery_passes_the_strict_schema(name, rendered):
+    for obj in rendered[name]:
+        kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=True)
+
+
+def test_policy_delivery_with_the_releases_own_rendering(tmp_path):
+    """Custom config: render its policies with the binary from the config the
+    chart renders, pass them in, and the chart installs exactly those."""
+    values = {"delivery": "policy",
+              "image": {"repository": "registry.example.com/dind-injector", "tag": "v9"},
+              "config": {"dind": {"resources": {"requests": {"cpu": "2", "memory": "4Gi"}}, "storageSizeLimit": "40Gi"}}}
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(policy_rendering(chart_config_file(values, tmp_path)))
+    objs = render_chart(values, tmp_path, extra=["--set-file", f"policy.rendered={policy_file}"])
+    mutating = one(objs, "MutatingAdmissionPolicy")
+    text = json.dumps(mutating)
+    assert "registry.example.com/dind-injector:v9" in text and "40Gi" in text
+    # Without it the chart refuses, naming what differs, instead of
+    # installing policies of another config.
+    proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+                "--set", "delivery=policy", "--set", "config.dind.storageSizeLimit=40Gi"])
+    assert proc.returncode != 0
+    assert "config.dind.storageSizeLimit" in proc.stderr and "--set-file policy.rendered" in proc.stderr, proc.stderr
+    # The message carries the release's config (JSON, so YAML too): rendering
+    # it gives the policies the chart then accepts.
+    config = re.search(r"this release's config is (\{.*?\})\s*$", proc.stderr.split("Use --debug")[0].strip(), re.S)
+    assert config, proc.stderr
+    (tmp_path / "from-message.json").write_text(config.group(1))
+    policy_file.write_text(policy_rendering(tmp_path / "from-message.json"))
+    proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+                "--set", "delivery=policy", "--set", "config.dind.storageSizeLimit=40Gi",
+                "--set-file", f"policy.rendered={policy_file}"])
+    assert proc.returncode == 0, proc.stderr
+    # A rendering in the other mode is refused too.
+    proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--set", "delivery=policy",
+                "--set-file", f"policy.rendered={CHART / 'files' / 'policy-classic.yaml'}"])
+    assert proc.returncode != 0 and "config.sidecarMode" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("text,message", [
+    ("kind: Deployment\napiVersion: apps/v1\nmetadata: {name: x}\n", 'unexpected object of kind "Deployment"'),
+    ("# nothing\n", 'unexpected object of kind ""'),
+    ("SHIPPED_FIRST_TWO", "holds [MutatingAdmissionPolicy MutatingAdmissionPolicyBinding]"),
+    ("[unclosed", "not the YAML"),
+])
+def test_policy_delivery_refuses_what_is_not_a_rendering(text, message, tmp_path):
+    if text == "SHIPPED_FIRST_TWO":
+        text = yaml.safe_dump_all(load_all((CHART / "files" / "policy-native.yaml").read_text())[:2])
+    rendering = tmp_path / "policy.yaml"
+    rendering.write_text(text)
+    proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+                "--set", "delivery=policy", "--set-file", f"policy.rendered={rendering}"])
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+def test_policy_delivery_without_its_stamp_is_refused(tmp_path):
+    shipped = load_all((CHART / "files" / "policy-native.yaml").read_text())
+    for o in shipped:
+        o["metadata"].pop("annotations", None)
+    rendering = tmp_path / "policy.yaml"
+    rendering.write_text(yaml.safe_dump_all(shipped))
+    proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+                "--set", "delivery=policy", "--set-file", f"policy.rendered={rendering}"])
+    assert proc.returncode != 0 and "no dind-injector.io/config annotation" in proc.stderr, proc.stderr
+
+
+def test_policy_delivery_needs_1_36():
+    proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+                "--kube-version", "1.35.3", "--set", "delivery=policy"])
+    assert proc.returncode != 0 and "needs Kubernetes >= 1.36" in proc.stderr, proc.stderr

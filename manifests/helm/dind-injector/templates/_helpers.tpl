@@ -81,3 +81,63 @@ app.kubernetes.io/part-of: dind-injector
 {{- $svc := include "dind-injector.fullname" . -}}
 {{- list (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) | toJson -}}
 {{- end -}}
+
+{{/* The name of a cluster-scoped object: the release's namespace is part of
+     it, so two releases of the same name in two namespaces do not collide. */}}
+{{- define "dind-injector.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "dind-injector.fullname" .) | trunc 253 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* "true" when the release runs the webhook (delivery: webhook), "" when the
+     apiserver injects through admission policies (delivery: policy). */}}
+{{- define "dind-injector.webhookDelivery" -}}
+{{- if eq .Values.delivery "webhook" -}}true{{- end -}}
+{{- end -}}
+
+{{/* The namespaces both deliveries select: not the release's, not the
+     excluded ones, not those opted out by label, and the extra expressions. */}}
+{{- define "dind-injector.namespaceSelector" -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values:
+      {{- toYaml (uniq (prepend .Values.webhook.excludedNamespaces .Release.Namespace)) | nindent 6 }}
+  - key: {{ .Values.webhook.optOutLabel.key }}
+    operator: NotIn
+    values: [{{ .Values.webhook.optOutLabel.value | quote }}]
+  {{- with .Values.webhook.namespaceSelectorExpressions }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* "true" when the PodDisruptionBudget lets a drain evict a replica:
+     minAvailable (a number, or a percentage rounded up as the disruption
+     controller does) below replicaCount. A PDB that allows nothing would
+     block every node drain, so the chart leaves it out instead. */}}
+{{- define "dind-injector.pdbAllowsDisruption" -}}
+{{- $min := .Values.podDisruptionBudget.minAvailable -}}
+{{- $replicas := int .Values.replicaCount -}}
+{{- if kindIs "string" $min -}}
+{{- $min = ceil (divf (mulf $replicas (trimSuffix "%" $min | float64)) 100) | int -}}
+{{- end -}}
+{{- if lt (int $min) $replicas -}}true{{- end -}}
+{{- end -}}
+
+{{/* The chart-generated certificate to keep, read back from the existing
+     Secret (dict "existing" <Secret or empty> "token" <regenerateToken>), as
+     JSON {crt, key, ca, token}; {} when a new one is to be issued: no Secret,
+     an incomplete one, or a regenerateToken other than the one it was issued
+     or kept under. The token is remembered in the Secret, so the same value
+     again — as `helm upgrade --reuse-values` passes it — keeps the pair. */}}
+{{- define "dind-injector.keptCertificate" -}}
+{{- $data := default dict (and .existing .existing.data) -}}
+{{- $stored := "" -}}
+{{- if .existing -}}
+{{- $stored = dig "metadata" "annotations" "dind-injector.io/regenerate-token" "" .existing -}}
+{{- end -}}
+{{- if and (index $data "tls.crt") (index $data "tls.key") (index $data "ca.crt") (or (not .token) (eq .token $stored)) -}}
+{{- dict "crt" (index $data "tls.crt") "key" (index $data "tls.key") "ca" (index $data "ca.crt") "token" $stored | toJson -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
