@@ -8,7 +8,7 @@
 #   docker build -t ghcr.io/dind-injector/dind-injector:v0.1.0 .
 #
 # The builder does what `make static` does: a glibc build with the C runtime
-# linked in statically (ring and mimalloc compile C, so musl is not used).
+# linked in statically (ring compiles C, so musl is not used).
 
 ARG RUST_VERSION=1.95.0
 

@@ -1153,3 +1153,57 @@ def test_policy_delivery_needs_1_36():
     proc = run([tool("HELM"), "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
                 "--kube-version", "1.35.3", "--set", "delivery=policy"])
     assert proc.returncode != 0 and "needs Kubernetes >= 1.36" in proc.stderr, proc.stderr
+
+
+# --- the chart's own documentation and metadata ------------------------------------------
+
+
+def value_paths(values: dict, prefix: str = "") -> dict:
+    """Every value a user sets, by dotted path: leaves, lists, and maps whose
+    keys are free (labels, resources, an issuer reference); `config` is one
+    entry, documented field by field in docs/configuration.md (whose block
+    test_chart_defaults_match_binary_defaults checks against values.yaml)."""
+    free = {"podAnnotations", "podLabels", "nodeSelector", "affinity", "labels", "annotations", "resources",
+            "issuerRef"}
+    out = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in free and path != "config":
+            out.update(value_paths(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def test_chart_readme_lists_every_value_with_its_default():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    expected = value_paths(values)
+    rows = re.findall(r"^\| `([^`]+)` \| (.*?) \|.*\|$", (CHART / "README.md").read_text(), re.M)
+    documented = {path: default for path, default in rows}
+    assert len(documented) == len(rows), "a value is listed twice"
+    assert sorted(documented) == sorted(expected), (
+        f"missing from the chart README: {sorted(set(expected) - set(documented))}; "
+        f"not values: {sorted(set(documented) - set(expected))}")
+    for path, default in documented.items():
+        if path == "config":
+            continue
+        assert default.startswith("`") and default.endswith("`"), f"{path}: default {default!r}"
+        assert yaml.safe_load(default.strip("`")) == expected[path], f"{path}: README says {default}"
+    # The schema knows every value the README lists.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path in documented:
+        node = schema
+        for part in path.split("."):
+            node = node["properties"][part]
+
+
+def test_chart_metadata():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key in ("home", "sources", "maintainers", "keywords", "kubeVersion", "description"):
+        assert chart.get(key), f"Chart.yaml has no {key}"
+    images = {i["name"]: i["image"] for i in yaml.safe_load(chart["annotations"]["artifacthub.io/images"])}
+    assert images == {"dind-injector": f"{values['image']['repository']}:{chart['appVersion']}",
+                      "dind": values["config"]["dind"]["image"]}
+    proc = run([tool("HELM"), "show", "readme", str(CHART)])
+    assert proc.returncode == 0 and "| `delivery` |" in proc.stdout, proc.stderr
