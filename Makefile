@@ -26,6 +26,9 @@ STATIC_BIN := $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release/dind-injector
 # CLI, a static busybox for a tiny image, openssl (the fake daemon), curl,
 # unshare/chroot (util-linux, coreutils).
 DEPS_PACKAGES := docker.io busybox-static openssl curl util-linux
+# The image (make image): buildah builds the Dockerfile without a daemon;
+# the package tests push the chart and the image to Debian's docker-registry.
+IMAGE_PACKAGES := buildah docker-registry
 # The e2e node (make e2e): Debian's runc and CNI plugins beside the
 # containerd built from its module, tini as PID 1 of the run's namespaces,
 # ip and iptables for its network, a C compiler for the pause image.
@@ -47,7 +50,7 @@ HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
 KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 PYTEST_VERSION ?= 9.2.0
 
-.PHONY: chart-policies all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
+.PHONY: chart image image-deps chart-policies all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 all: build
 
@@ -163,11 +166,33 @@ tools: $(HELM) $(KUSTOMIZE)
 
 ## make deploy-test: renders the Helm chart (many value sets) and every
 ## kustomize overlay, validates each object against the strict Kubernetes
-## schema and asserts the webhook's safety properties (tests/deploy/).
-deploy-test: build tools $(VENV)/.installed-deploy-$(PYTEST_VERSION)
-	HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" DIND_INJECTOR="$(BIN)" \
+## schema and asserts the webhook's safety properties; packages the chart and
+## the image and installs them from a local OCI registry (tests/deploy/).
+deploy-test: build tools static image-deps $(VENV)/.installed-deploy-$(PYTEST_VERSION)
+	HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" DIND_INJECTOR="$(BIN)" DIND_INJECTOR_STATIC="$(STATIC_BIN)" \
+	DOCKER_REGISTRY="$$(command -v docker-registry)" \
 	KUBERNETES_SCHEMA_VERSION="$(KUBERNETES_SCHEMA_VERSION)" \
 		"$(VENV)/bin/python" -m pytest -p no:cacheprovider -q tests/deploy
+
+# What `make chart` and `make image` write.
+DIST ?= dist
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1)
+IMAGE_REF ?= ghcr.io/dind-injector/dind-injector:v$(VERSION)
+
+## make chart: the Helm chart, linted, packaged as $(DIST)/dind-injector-<version>.tgz
+## (helm push it to an OCI registry: helm push FILE oci://REGISTRY/charts).
+chart: tools
+	"$(HELM)" lint --strict manifests/helm/dind-injector
+	"$(HELM)" package manifests/helm/dind-injector --destination "$(DIST)"
+
+## make image: the image, from the Dockerfile around the static binary, built
+## by buildah (no daemon, nothing pulled), as the docker-archive
+## $(DIST)/dind-injector-image.tar tagged $(IMAGE_REF) (docker load, ctr import);
+## PUSH=docker://REGISTRY/dind-injector:TAG pushes it too.
+image: static image-deps
+	scripts/image.sh "$(STATIC_BIN)" "$(DIST)/dind-injector-image.tar" "$(IMAGE_REF)" "$(VERSION)"
+image-deps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(IMAGE_PACKAGES)"
 
 ## make chart-policies: the chart's shipped admission policies (delivery:
 ## policy), `dind-injector policy` on the chart's default config; make test
