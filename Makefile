@@ -99,7 +99,7 @@ test: deps unit static-check schema deploy-test
 ## cached under $(CACHE_DIR)/e2e. One scenario: make e2e E2E_ARGS=job
 ## Helm and kustomize render what the shipped-manifests scenario applies.
 E2E_ARGS ?=
-e2e: tools e2e-deps static
+e2e: tools e2e-deps image-deps static
 	controlplane=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-controlplane.sh); \
 	containerd=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-containerd.sh); \
 	images=$$(CACHE_DIR="$(CACHE_DIR)" tests/e2e/build-images.sh); \

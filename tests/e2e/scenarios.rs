@@ -632,12 +632,26 @@ pub(crate) async fn shipped_manifests_accepted(env: &mut Env) -> Result<()> {
         "--set",
         "config.sidecarMode=native",
     ]);
+    // delivery: policy — the chart's shipped policies, renamed and with its
+    // namespace selection: the ConfigMap, four policy objects, the test hooks.
+    let mut helm_policy = Command::new(&helm);
+    helm_policy.args(["template", "ci"]).arg(&chart).args([
+        "--namespace",
+        release_ns,
+        "--set",
+        "delivery=policy",
+    ]);
     let renders = [
-        ("kustomize build manifests/base", kustomize_base),
-        ("helm template (defaults)", helm_defaults),
-        ("helm template --set config.sidecarMode=native", helm_native),
+        ("kustomize build manifests/base", kustomize_base, 8),
+        ("helm template (defaults)", helm_defaults, 8),
+        (
+            "helm template --set config.sidecarMode=native",
+            helm_native,
+            8,
+        ),
+        ("helm template --set delivery=policy", helm_policy, 7),
     ];
-    for (what, mut command) in renders {
+    for (what, mut command, least) in renders {
         let out = command
             .output()
             .with_context(|| format!("running {what}"))?;
@@ -648,7 +662,7 @@ pub(crate) async fn shipped_manifests_accepted(env: &mut Env) -> Result<()> {
         );
         let text = String::from_utf8(out.stdout)?;
         let applied = apply_text(&env.client, &text, what, Some(release_ns), true).await?;
-        ensure!(applied >= 8, "{what}: only {applied} objects");
+        ensure!(applied >= least, "{what}: only {applied} objects");
         println!("e2e:   {what}: {applied} objects accepted (server-side dry run)");
     }
     Ok(())
