@@ -14,7 +14,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cache=${CACHE_DIR:-$HOME/.cache/dind-injector}/e2e
 key=$( { sha256sum < "$bin"; cat "$0" "$root/scripts/image.sh" "$root/Dockerfile"; } | sha256sum | cut -c1-12)
-out=$cache/injector-$key
+# Not `injector-*`: older copies of this script delete every other such
+# directory, also one a concurrent run is about to import.
+out=$cache/image-injector-$key
 ref=localhost/e2e/dind-injector:1
 
 if [ -f "$out/images.txt" ]; then
@@ -29,6 +31,8 @@ mkdir -p "$tmp"
 echo "injector.tar $ref" > "$tmp/images.txt"
 rm -rf "$out"
 mv "$tmp" "$out"
-find "$cache" -maxdepth 1 -name 'injector-*' ! -name "${out##*/}" -exec rm -rf {} +
+# Older images of other binaries go, but not while a concurrent run (of
+# another worktree) may still import one.
+find "$cache" -maxdepth 1 -name 'image-injector-*' ! -name "${out##*/}" -mmin +120 -exec rm -rf {} +
 echo "injector image: $ref written to $out" >&2
 echo "$out"
