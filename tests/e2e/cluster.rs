@@ -181,6 +181,9 @@ impl ControlPlane {
             &format!("--service-account-key-file={}", p("sa.pub")),
             &format!("--service-account-signing-key-file={}", p("sa.key")),
             "--service-cluster-ip-range=10.96.0.0/24",
+            // No kube-proxy: a webhook behind a Service (the Helm journey)
+            // is reached at its endpoints, the pods' addresses.
+            "--enable-aggregator-routing=true",
             // The `kubernetes` Service's endpoints may not be loopback.
             "--endpoint-reconciler-type=none",
             "--profiling=false",

@@ -17,6 +17,7 @@
 mod bench;
 mod cluster;
 mod extra;
+mod helm;
 mod injector;
 mod node;
 mod on_node;
@@ -163,6 +164,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         on_node::node_scale_down_drains,
         on_node::node_killed_runner_ends_pod,
         on_node::node_unlabelled_pod_runs_untouched,
+        helm::helm_install_upgrade_uninstall,
     ];
     let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
     let selected: Vec<(&str, Scenario)> = all
