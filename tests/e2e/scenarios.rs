@@ -620,36 +620,32 @@ pub(crate) async fn shipped_manifests_accepted(env: &mut Env) -> Result<()> {
     kustomize_base
         .arg("build")
         .arg(root().join("manifests/base"));
-    let mut helm_defaults = Command::new(&helm);
-    helm_defaults
-        .args(["template", "ci"])
-        .arg(&chart)
-        .args(["--namespace", release_ns]);
-    let mut helm_native = Command::new(&helm);
-    helm_native.args(["template", "ci"]).arg(&chart).args([
-        "--namespace",
-        release_ns,
-        "--set",
-        "config.sidecarMode=native",
-    ]);
-    // delivery: policy — the chart's shipped policies, renamed and with its
-    // namespace selection: the ConfigMap, four policy objects, the test hooks.
-    let mut helm_policy = Command::new(&helm);
-    helm_policy.args(["template", "ci"]).arg(&chart).args([
-        "--namespace",
-        release_ns,
-        "--set",
-        "delivery=policy",
-    ]);
+    let helm_template = |set: &[&str]| {
+        let mut command = Command::new(&helm);
+        command
+            .args(["template", "ci"])
+            .arg(&chart)
+            .args(["--namespace", release_ns]);
+        for value in set {
+            command.args(["--set", value]);
+        }
+        command
+    };
+    // delivery=policy: the ConfigMap, the four policy objects (the chart's
+    // shipped rendering, renamed, its namespace selection) and the test hooks.
     let renders = [
         ("kustomize build manifests/base", kustomize_base, 8),
-        ("helm template (defaults)", helm_defaults, 8),
+        ("helm template (defaults)", helm_template(&[]), 8),
         (
             "helm template --set config.sidecarMode=native",
-            helm_native,
+            helm_template(&["config.sidecarMode=native"]),
             8,
         ),
-        ("helm template --set delivery=policy", helm_policy, 7),
+        (
+            "helm template --set delivery=policy",
+            helm_template(&["delivery=policy"]),
+            7,
+        ),
     ];
     for (what, mut command, least) in renders {
         let out = command
