@@ -23,7 +23,8 @@ enum Command {
     /// Write a dev CA and a serving certificate (for make run and tests).
     Certs(webhook::certs::Args),
     // === the engine, offline ===
-    /// Print manifests with runner pods injected (offline, no cluster needed).
+    /// Print manifests with runner pods injected (offline, no cluster needed;
+    /// --from-cluster uses the installed configuration).
     Inject(engine::inject::Args),
     /// Print the injection as admission policies (MutatingAdmissionPolicy,
     /// ValidatingAdmissionPolicy and bindings): delivery without a webhook.
@@ -39,7 +40,7 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Serve(args) => webhook::serve::run(*args).map(|()| 0),
         Command::Certs(args) => webhook::certs::run(args).map(|()| 0),
-        Command::Inject(args) => engine::inject::run(args).map(|()| 0),
+        Command::Inject(args) => webhook::cluster::inject(args).map(|()| 0),
         Command::Policy(args) => engine::policy::run(args).map(|()| 0),
         Command::InPod(helper) => helper.run(),
     };

@@ -25,14 +25,34 @@ pub struct Args {
     #[arg(long, env = "DIND_INJECTOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Overrides the config's sidecarMode. Offline, `auto` means classic,
-    /// which works on every Kubernetes version.
+    /// which works on every Kubernetes version; with --from-cluster, what
+    /// the webhook would detect.
     #[arg(long, value_parser = SidecarMode::parse_arg)]
     pub mode: Option<SidecarMode>,
+    /// Use the config installed in the cluster (KUBECONFIG), so the output is
+    /// what the installed webhook or policies would inject.
+    #[arg(long, conflicts_with = "config")]
+    pub from_cluster: bool,
+    /// With --from-cluster: the namespace dind-injector is installed in.
+    #[arg(long, default_value = "dind-injector", requires = "from_cluster")]
+    pub namespace: String,
+    /// With --from-cluster: the ConfigMap holding config.yaml, when several do.
+    #[arg(long, value_name = "NAME", requires = "from_cluster")]
+    pub config_map: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let config = Config::load_or_default(args.config.as_deref(), args.mode)?;
-    let engine = Engine::new(config, Mode::Classic)?;
+    let config = Config::load_or_default(args.config.as_deref(), None)?;
+    run_with(&args, config, Mode::Classic)
+}
+
+/// `inject` with a config from elsewhere (the cluster); `auto` is what
+/// `sidecarMode: auto` means there, `--mode` still overrides the config's.
+pub fn run_with(args: &Args, mut config: Config, auto: Mode) -> Result<()> {
+    if let Some(mode) = args.mode {
+        config.sidecar_mode = mode;
+    }
+    let engine = Engine::new(config, auto)?;
     let input = read_input(&args.file)?;
     let source = args.file.display().to_string();
 

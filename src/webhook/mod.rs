@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod certs;
+pub mod cluster;
 pub mod detect;
 pub mod outcome;
 pub mod pki;

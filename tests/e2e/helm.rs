@@ -109,6 +109,89 @@ fn dind_requests(p: &Pod) -> Result<Value> {
     bail!("no dind container in {}", v["metadata"]["name"])
 }
 
+/// What admission decides of a pod, in fields the apiserver's defaulting
+/// leaves alone: the containers as injected, the volumes by name, the
+/// pod-level fields the injection sets, the status annotation.
+fn injected_parts(pod: &Value) -> Value {
+    let containers = |key: &str| -> Vec<Value> {
+        pod["spec"][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let mounts: Vec<Value> = c["volumeMounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| m["name"].as_str().is_some_and(|n| !n.starts_with("kube-api-access")))
+                    .map(|m| json!([m["name"], m["mountPath"], m["readOnly"]]))
+                    .collect();
+                json!({
+                    "name": c["name"], "image": c["image"], "command": c["command"], "args": c["args"],
+                    "env": c["env"], "resources": c["resources"], "securityContext": c["securityContext"],
+                    "restartPolicy": c["restartPolicy"], "mounts": mounts,
+                })
+            })
+            .collect()
+    };
+    let volumes: Vec<&Value> = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| &v["name"])
+        .filter(|n| {
+            n.as_str()
+                .is_some_and(|n| !n.starts_with("kube-api-access"))
+        })
+        .collect();
+    json!({
+        "status": pod["metadata"]["annotations"]["dind-injector.io/status"],
+        "containers": containers("containers"),
+        "initContainers": containers("initContainers"),
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": pod["spec"]["terminationGracePeriodSeconds"],
+        "shareProcessNamespace": pod["spec"]["shareProcessNamespace"],
+    })
+}
+
+/// `dind-injector inject --from-cluster` renders what the release's webhook
+/// stores, with the upgraded config read from the cluster.
+async fn inject_from_cluster_matches(env: &Env, pods: &Api<Pod>) -> Result<()> {
+    let manifest = pod("from-cluster", runner_template(runner_labels(), json!({})))?;
+    let file = env.dir.join("helm/from-cluster-pod.yaml");
+    std::fs::write(&file, serde_norway::to_string(&manifest)?)?;
+    let out = Command::new(crate::injector::bin())
+        .args(["inject", "--from-cluster", "--namespace", RELEASE_NS, "-f"])
+        .arg(&file)
+        .env("KUBECONFIG", env.dir.join("admin.kubeconfig"))
+        .output()
+        .context("running dind-injector inject --from-cluster")?;
+    ensure!(
+        out.status.success(),
+        "inject --from-cluster: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Value = serde_norway::from_slice(&out.stdout)?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let admitted = serde_json::to_value(pods.create(&dry_run, &manifest).await?)?;
+    let (offline, admitted) = (injected_parts(&offline), injected_parts(&admitted));
+    ensure!(
+        offline == admitted,
+        "inject --from-cluster differs from the webhook's pod:\n offline: {offline}\n webhook: {admitted}"
+    );
+    ensure!(
+        offline["status"] == "injected" && offline.to_string().contains("150m"),
+        "inject --from-cluster did not use the upgraded config: {offline}"
+    );
+    println!(
+        "e2e:   inject --from-cluster (ConfigMap of the release, upgraded): the same containers, volumes and fields as the webhook's pod"
+    );
+    Ok(())
+}
+
 pub(crate) async fn helm_install_upgrade_uninstall(env: &mut Env) -> Result<()> {
     let env = &*env;
     let dir = env.dir.join("helm");
@@ -308,6 +391,8 @@ pub(crate) async fn helm_install_upgrade_uninstall(env: &mut Env) -> Result<()> 
         old,
         created.len() - old
     );
+
+    inject_from_cluster_matches(env, &pods).await?;
 
     // helm uninstall: no webhook configuration left, pods untouched after.
     helm(
