@@ -74,6 +74,10 @@ async fn installed(args: &Args) -> Result<(String, Config, Mode)> {
         .with_context(|| format!("{source} has no {KEY}"))?;
     let config = Config::from_yaml(text).with_context(|| format!("{source}: {KEY}"))?;
     let detection = autodetect::detect(&client).await;
+    if let autodetect::Detection::Unavailable(why) = &detection {
+        // What the webhook does too, but the user should know why.
+        eprintln!("dind-injector: sidecarMode auto means classic here: {why}");
+    }
     Ok((source, config, detection.mode()))
 }
 
