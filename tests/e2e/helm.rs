@@ -128,7 +128,9 @@ fn injected_parts(pod: &Value) -> Value {
                     .collect();
                 json!({
                     "name": c["name"], "image": c["image"], "command": c["command"], "args": c["args"],
-                    "env": c["env"], "resources": c["resources"], "securityContext": c["securityContext"],
+                    // The apiserver defaults absent resources to {}.
+                    "env": c["env"], "resources": if c["resources"].is_null() { json!({}) } else { c["resources"].clone() },
+                    "securityContext": c["securityContext"],
                     "restartPolicy": c["restartPolicy"], "mounts": mounts,
                 })
             })
