@@ -49,7 +49,11 @@ fn profile_fixtures() -> Vec<(String, Option<String>, Value)> {
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 7, "profile fixtures missing from {}", dir.display());
+    assert!(
+        out.len() >= 7,
+        "profile fixtures missing from {}",
+        dir.display()
+    );
     out
 }
 
@@ -99,7 +103,9 @@ fn every_profile_fixture_matches_its_golden_file() {
     let decisions = profile_fixtures()
         .into_iter()
         .map(|(name, namespace, pod)| {
-            let decision = engine.review_in(&pod, namespace.as_deref()).expect("engine");
+            let decision = engine
+                .review_in(&pod, namespace.as_deref())
+                .expect("engine");
             (name, decision, pod)
         })
         .collect();
@@ -122,7 +128,9 @@ fn profile_decisions_per_fixture() {
             .expect("dind")
     };
     for (name, namespace, pod) in profile_fixtures() {
-        let decision = engine.review_in(&pod, namespace.as_deref()).expect("engine");
+        let decision = engine
+            .review_in(&pod, namespace.as_deref())
+            .expect("engine");
         let deny = |text: &str| {
             assert!(
                 matches!(&decision, Decision::Deny { message, .. } if message.contains(text)),
@@ -130,24 +138,50 @@ fn profile_decisions_per_fixture() {
             )
         };
         match name.as_str() {
-            "unknown-profile" => deny("annotation dind-injector.io/profile: \"huge\" is not a configured profile"),
-            "unknown-namespace-profile" => deny("the namespace's annotation dind-injector.io/profile: \"retired\""),
-            "request-above-limit" => deny("memory-request: \"16Gi\" is above the memory limit 10Gi"),
+            "unknown-profile" => {
+                deny("annotation dind-injector.io/profile: \"huge\" is not a configured profile")
+            }
+            "unknown-namespace-profile" => {
+                deny("the namespace's annotation dind-injector.io/profile: \"retired\"")
+            }
+            "request-above-limit" => {
+                deny("memory-request: \"16Gi\" is above the memory limit 10Gi")
+            }
             "profile-by-annotation" => {
                 let d = dind(&decision, &pod);
                 assert_eq!(d["resources"]["limits"]["memory"], "8Gi", "{name}");
-                let paths: Vec<&str> = d["volumeMounts"].as_array().unwrap().iter()
-                    .map(|m| m["mountPath"].as_str().unwrap()).collect();
-                for p in ["/etc/docker/daemon.json", "/etc/docker/certs.d", "/var/cache/buildkit", "/etc/ci"] {
+                let paths: Vec<&str> = d["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["mountPath"].as_str().unwrap())
+                    .collect();
+                for p in [
+                    "/etc/docker/daemon.json",
+                    "/etc/docker/certs.d",
+                    "/var/cache/buildkit",
+                    "/etc/ci",
+                ] {
                     assert!(paths.contains(&p), "{name}: {p} not in {paths:?}");
                 }
             }
             "profile-by-namespace" => {
-                assert_eq!(dind(&decision, &pod)["resources"]["limits"]["memory"], "10Gi", "{name}")
+                assert_eq!(
+                    dind(&decision, &pod)["resources"]["limits"]["memory"],
+                    "10Gi",
+                    "{name}"
+                )
             }
             "pod-annotation-over-namespace" => {
                 let r = &dind(&decision, &pod)["resources"];
-                assert_eq!((r["requests"]["cpu"].as_str(), r["limits"]["memory"].as_str()), (Some("250m"), Some("2Gi")), "{name}");
+                assert_eq!(
+                    (
+                        r["requests"]["cpu"].as_str(),
+                        r["limits"]["memory"].as_str()
+                    ),
+                    (Some("250m"), Some("2Gi")),
+                    "{name}"
+                );
             }
             "pod-resources-and-storage-size" => {
                 let r = &dind(&decision, &pod)["resources"];
@@ -239,7 +273,9 @@ fn injected_pods_follow_the_apiservers_pod_rules() {
         } else {
             &engine
         };
-        let decision = engine.review_in(&pod, namespace.as_deref()).expect("engine");
+        let decision = engine
+            .review_in(&pod, namespace.as_deref())
+            .expect("engine");
         let Decision::Inject(injection) = decision else {
             continue;
         };

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
     EnvVar, EphemeralVolumeSource, ExecAction, KeyToPath, Lifecycle, LifecycleHandler,
     PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SecretProjection, SecurityContext, Volume, VolumeMount,
-    VolumeProjection, VolumeResourceRequirements,
+    ResourceRequirements, SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;

@@ -574,12 +574,7 @@ impl DindConfig {
             match (&cert.config_map, &cert.secret) {
                 (Some(name), None) => check_object_name(&format!("{field}.configMap"), name)?,
                 (None, Some(name)) => check_object_name(&format!("{field}.secret"), name)?,
-                _ => {
-                    return Err(invalid(
-                        field,
-                        "set exactly one of configMap and secret",
-                    ))
-                }
+                _ => return Err(invalid(field, "set exactly one of configMap and secret")),
             }
             check_key(&format!("{field}.key"), &cert.key)?;
         }
@@ -640,7 +635,10 @@ fn check_volume_source(field: &str, source: &Map<String, Value>) -> Result<(), C
     if back != volume {
         return Err(invalid(
             field,
-            format!("{} has fields Kubernetes' volume does not know", Value::Object(source.clone())),
+            format!(
+                "{} has fields Kubernetes' volume does not know",
+                Value::Object(source.clone())
+            ),
         ));
     }
     Ok(())
@@ -648,9 +646,7 @@ fn check_volume_source(field: &str, source: &Map<String, Value>) -> Result<(), C
 
 /// A ConfigMap, Secret or StorageClass name: a DNS subdomain.
 fn check_object_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(is_dns_label);
+    let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns_label);
     if !ok {
         return Err(invalid(
             field,
@@ -664,7 +660,8 @@ fn check_object_name(field: &str, name: &str) -> Result<(), ConfigError> {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -688,10 +685,7 @@ fn check_key(field: &str, key: &str) -> Result<(), ConfigError> {
 }
 
 fn check_env_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| !b.is_ascii_digit())
+    let ok = name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -724,7 +718,8 @@ fn is_registry_host(s: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     host_ok && port_ok
 }
 
@@ -1035,7 +1030,10 @@ mod tests {
         let profiles = config.profiles().unwrap();
         let big = &profiles["big"];
         assert_eq!(big.registry_mirrors, ["https://m.local"]);
-        assert!(big.resources.requests.is_empty(), "resources is replaced whole");
+        assert!(
+            big.resources.requests.is_empty(),
+            "resources is replaced whole"
+        );
         assert_eq!(big.resources.limits["memory"], "8Gi");
         assert_eq!(big.storage_size_limit.as_deref(), Some("50Gi"));
         assert_eq!(profiles[DEFAULT_PROFILE], config.dind);

@@ -47,7 +47,12 @@ impl ResourceOverrides {
         [
             (annotation::CPU_REQUEST, "cpu", false, &self.cpu_request),
             (annotation::CPU_LIMIT, "cpu", true, &self.cpu_limit),
-            (annotation::MEMORY_REQUEST, "memory", false, &self.memory_request),
+            (
+                annotation::MEMORY_REQUEST,
+                "memory",
+                false,
+                &self.memory_request,
+            ),
             (annotation::MEMORY_LIMIT, "memory", true, &self.memory_limit),
         ]
         .into_iter()
@@ -296,7 +301,11 @@ mod tests {
             (annotation::EXTERNALS_DIR, "/a/../b", "absolute path"),
             (annotation::PROFILE, "Big", "configured profile"),
             (annotation::PROFILE, "", "configured profile"),
-            (annotation::CPU_REQUEST, "1.5 cores", "quantity such as 500m"),
+            (
+                annotation::CPU_REQUEST,
+                "1.5 cores",
+                "quantity such as 500m",
+            ),
             (annotation::CPU_LIMIT, "-1", "quantity"),
             (annotation::MEMORY_REQUEST, "2GB", "quantity such as 1Gi"),
             (annotation::MEMORY_LIMIT, "lots", "quantity"),

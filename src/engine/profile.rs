@@ -191,9 +191,15 @@ mod tests {
         let p = profiles();
         let cpu = |o: &Overrides, ns| p.for_pod(o, ns).unwrap().resources.requests["cpu"].clone();
         assert_eq!(cpu(&pod(None, ResourceOverrides::default()), None), "100m");
-        assert_eq!(cpu(&pod(None, ResourceOverrides::default()), Some("big")), "2");
         assert_eq!(
-            cpu(&pod(Some("default"), ResourceOverrides::default()), Some("big")),
+            cpu(&pod(None, ResourceOverrides::default()), Some("big")),
+            "2"
+        );
+        assert_eq!(
+            cpu(
+                &pod(Some("default"), ResourceOverrides::default()),
+                Some("big")
+            ),
             "100m"
         );
     }
@@ -206,7 +212,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.reason, DenyReason::UnknownProfile);
         assert!(
-            err.message.starts_with("annotation dind-injector.io/profile: \"huge\"")
+            err.message
+                .starts_with("annotation dind-injector.io/profile: \"huge\"")
                 && err.message.contains("profiles: big, default"),
             "{}",
             err.message
@@ -214,7 +221,11 @@ mod tests {
         let err = p
             .for_pod(&pod(None, ResourceOverrides::default()), Some("gone"))
             .unwrap_err();
-        assert!(err.message.starts_with("the namespace's annotation"), "{}", err.message);
+        assert!(
+            err.message.starts_with("the namespace's annotation"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -254,7 +265,9 @@ mod tests {
         );
         let err = p.for_pod(&too_small, None).unwrap_err().message;
         assert!(
-            err.starts_with("annotation dind-injector.io/memory-limit: \"1Gi\" is below the memory request 4Gi"),
+            err.starts_with(
+                "annotation dind-injector.io/memory-limit: \"1Gi\" is below the memory request 4Gi"
+            ),
             "{err}"
         );
     }
@@ -262,7 +275,9 @@ mod tests {
     #[test]
     fn a_pod_without_settings_shares_its_profile() {
         let p = profiles();
-        let a = p.for_pod(&pod(None, ResourceOverrides::default()), None).unwrap();
+        let a = p
+            .for_pod(&pod(None, ResourceOverrides::default()), None)
+            .unwrap();
         assert!(Arc::ptr_eq(&a, p.default_profile()));
     }
 }

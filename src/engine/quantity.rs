@@ -84,7 +84,13 @@ mod tests {
 
     #[test]
     fn values_compare_across_suffixes() {
-        for (a, b) in [("500m", "1"), ("1Gi", "1025Mi"), ("1G", "1Gi"), ("1e3", "2k"), ("0.5", "501m")] {
+        for (a, b) in [
+            ("500m", "1"),
+            ("1Gi", "1025Mi"),
+            ("1G", "1Gi"),
+            ("1e3", "2k"),
+            ("0.5", "501m"),
+        ] {
             assert!(value(a).unwrap() < value(b).unwrap(), "{a} < {b}");
         }
         assert_eq!(value("1Gi"), value("1073741824"));
