@@ -59,23 +59,26 @@ impl NamespaceProfiles {
         *self.write() = map;
     }
 
-    /// One watched change.
-    fn apply(&self, event: &WatchEvent<PartialObjectMeta<Namespace>>) {
-        match event {
-            WatchEvent::Added(ns) | WatchEvent::Modified(ns) => {
-                let name = ns.metadata.name.clone().unwrap_or_default();
-                match profile_of(ns) {
-                    Some((_, profile)) => self.write().insert(name, profile),
-                    None => self.write().remove(&name),
-                };
-            }
-            WatchEvent::Deleted(ns) => {
-                if let Some(name) = &ns.metadata.name {
-                    self.write().remove(name);
-                }
-            }
-            WatchEvent::Bookmark(_) | WatchEvent::Error(_) => {}
-        }
+    /// One watched change; the namespace and its new profile (`None`:
+    /// none) when the change is one for us.
+    fn apply(
+        &self,
+        event: &WatchEvent<PartialObjectMeta<Namespace>>,
+    ) -> Option<(String, Option<String>)> {
+        let (name, profile) = match event {
+            WatchEvent::Added(ns) | WatchEvent::Modified(ns) => (
+                ns.metadata.name.clone().unwrap_or_default(),
+                profile_of(ns).map(|(_, p)| p),
+            ),
+            WatchEvent::Deleted(ns) => (ns.metadata.name.clone()?, None),
+            WatchEvent::Bookmark(_) | WatchEvent::Error(_) => return None,
+        };
+        let mut map = self.write();
+        let before = match &profile {
+            Some(p) => map.insert(name.clone(), p.clone()),
+            None => map.remove(&name),
+        };
+        (before != profile).then_some((name, profile))
     }
 }
 
@@ -160,7 +163,13 @@ async fn watch(
                     status.code, status.message
                 ));
             }
-            cache.apply(&event);
+            if let Some((namespace, profile)) = cache.apply(&event) {
+                tracing::info!(
+                    %namespace,
+                    profile = profile.as_deref().unwrap_or(""),
+                    "namespaceProfiles: a namespace's default profile changed"
+                );
+            }
             let seen = match &event {
                 WatchEvent::Added(ns) | WatchEvent::Modified(ns) | WatchEvent::Deleted(ns) => {
                     ns.metadata.resource_version.clone()
@@ -207,10 +216,16 @@ mod tests {
             "a namespace gone from the list is gone"
         );
 
-        cache.apply(&WatchEvent::Added(ns("web", Some("small"))));
+        let changed = cache.apply(&WatchEvent::Added(ns("web", Some("small"))));
+        assert_eq!(changed, Some(("web".into(), Some("small".into()))));
         assert_eq!(cache.get("web").as_deref(), Some("small"));
+        assert_eq!(
+            cache.apply(&WatchEvent::Modified(ns("web", Some("small")))),
+            None
+        );
         cache.apply(&WatchEvent::Modified(ns("web", None)));
         assert_eq!(cache.get("web"), None, "an annotation removed is removed");
+        assert_eq!(cache.apply(&WatchEvent::Modified(ns("other", None))), None);
         cache.apply(&WatchEvent::Deleted(ns("ci", Some("big"))));
         assert_eq!(cache.get("ci"), None);
     }
