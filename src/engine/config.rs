@@ -492,6 +492,18 @@ impl DindConfig {
                 }
             }
         }
+        for resource in ["cpu", "memory"] {
+            let request = self.resources.requests.get(resource);
+            let limit = self.resources.limits.get(resource);
+            if let (Some(request), Some(limit)) = (request, limit) {
+                if quantity::value(request) > quantity::value(limit) {
+                    return Err(invalid(
+                        format!("{at}.resources.requests.{resource}"),
+                        format!("{request} is above the limit {limit}"),
+                    ));
+                }
+            }
+        }
         if let Some(limit) = &self.storage_size_limit {
             if !quantity::is_valid(limit) {
                 return Err(invalid(
@@ -666,15 +678,18 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// What ConfigMap keys and environment variable names are made of.
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
 /// A ConfigMap or Secret key.
 fn check_key(field: &str, key: &str) -> Result<(), ConfigError> {
     let ok = !key.is_empty()
         && key.len() <= 253
         && key != "."
         && key != ".."
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && key.bytes().all(is_key_byte);
     if !ok {
         return Err(invalid(
             field,
@@ -685,10 +700,8 @@ fn check_key(field: &str, key: &str) -> Result<(), ConfigError> {
 }
 
 fn check_env_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ok =
+        name.bytes().next().is_some_and(|b| !b.is_ascii_digit()) && name.bytes().all(is_key_byte);
     if !ok {
         return Err(invalid(
             field,
@@ -957,6 +970,14 @@ mod tests {
                 "profiles.big.resources.limits.memory",
             ),
             ("profiles:\n  Big: {}", "profiles.Big"),
+            (
+                "dind:\n  resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}",
+                "dind.resources.requests.memory",
+            ),
+            (
+                "profiles:\n  big:\n    resources: {requests: {cpu: '3'}, limits: {cpu: 2500m}}",
+                "profiles.big.resources.requests.cpu",
+            ),
             ("profiles:\n  default: {}", "profiles.default"),
             ("defaultProfile: big", "defaultProfile"),
             (

@@ -149,8 +149,8 @@ fn check_requests_within_limits(
                 v,
                 format!("is below the {resource} request {request}"),
             ),
-            // Config::profiles let it through only if the profile had no
-            // such pair; nothing the pod set made it so.
+            // Config::profiles refuses a profile whose request is above its
+            // limit: only what the pod set can make it so.
             (None, None) => continue,
         };
         return Err(Denial::new(

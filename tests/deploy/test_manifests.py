@@ -189,6 +189,16 @@ def dev_manifests(tmp_path_factory) -> pathlib.Path:
     return tree
 
 
+def with_component(dev_manifests: pathlib.Path, overlay_name: str, resource: str, component: str) -> list:
+    """`kustomize build` of a new overlay: `resource` with one of components/."""
+    overlay = dev_manifests / "overlays" / overlay_name
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [resource], "components": [f"../../components/{component}"]}))
+    return kustomize(overlay)
+
+
 KUSTOMIZATIONS = ["base", "overlays/cert-manager", "overlays/dev"]
 
 
@@ -740,12 +750,7 @@ def test_dev_overlay_ca_bundle_is_the_dev_ca(rendered, dev_manifests):
 
 
 def test_no_match_conditions_component(dev_manifests):
-    overlay = dev_manifests / "overlays" / "old-cluster"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": ["../cert-manager"], "components": ["../../components/no-match-conditions"]}))
-    objs = kustomize(overlay)
+    objs = with_component(dev_manifests, "old-cluster", "../cert-manager", "no-match-conditions")
     mwc = one(objs, "MutatingWebhookConfiguration")
     assert "matchConditions" not in mwc["webhooks"][0]
     assert mwc["webhooks"][0]["objectSelector"] == {"matchLabels": {"runner": "true"}}
@@ -814,12 +819,7 @@ def test_dashboard():
 def test_policy_delivery_component(dev_manifests):
     """components/policy-delivery: the four admission policies and none of
     the webhook's objects (no Deployment, Service, certificates, config)."""
-    overlay = dev_manifests / "overlays" / "policy"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": ["../../base"], "components": ["../../components/policy-delivery"]}))
-    objs = kustomize(overlay)
+    objs = with_component(dev_manifests, "policy", "../../base", "policy-delivery")
     assert sorted(o["kind"] for o in objs) == [
         "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
@@ -883,12 +883,7 @@ def test_namespace_profiles_rbac(rendered):
 
 
 def test_namespace_profiles_component(dev_manifests):
-    overlay = dev_manifests / "overlays" / "namespace-profiles"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": ["../../base"], "components": ["../../components/namespace-profiles"]}))
-    objs = kustomize(overlay)
+    objs = with_component(dev_manifests, "namespace-profiles", "../../base", "namespace-profiles")
     role = next(o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "dind-injector-namespaces")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]
     binding = next(o for o in objs if o["kind"] == "ClusterRoleBinding" and o["metadata"]["name"] == "dind-injector-namespaces")

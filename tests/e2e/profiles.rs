@@ -60,21 +60,25 @@ fn profiles_config(env: &Env) -> Result<std::path::PathBuf> {
 }
 
 /// The ConfigMaps the `tuned` profile mounts, in `ns`.
-fn settings_objects(ns: &str) -> String {
+fn settings_objects(ns: &str) -> [Value; 2] {
     let daemon = json!({"labels": ["e2e-profile=tuned"]}).to_string();
-    let objects = [
+    [
         json!({"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": DAEMON_CONFIG, "namespace": ns},
                "data": {"daemon.json": daemon}}),
         json!({"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": REGISTRY_CA, "namespace": ns},
                "data": {"ca.crt": CA_PEM}}),
-    ];
-    objects
-        .iter()
-        .map(|o| serde_norway::to_string(o).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("---\n")
+    ]
+}
+
+/// Server-side applies each object (`what` names them in errors).
+async fn apply(env: &Env, objects: &[Value], what: &str) -> Result<()> {
+    for object in objects {
+        let text = serde_norway::to_string(object)?;
+        apply_text(&env.client, &text, what, None, false).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn node_profiles_take_effect(env: &mut Env) -> Result<()> {
@@ -108,48 +112,33 @@ pub(crate) async fn node_profiles_take_effect(env: &mut Env) -> Result<()> {
 }
 
 async fn profiles_take_effect(env: &Env) -> Result<()> {
+    // Not synced, not serving: the list comes before the first review.
+    let log = env.injector.log();
+    let restart = log
+        .rfind("namespaceProfiles: waiting for the first list")
+        .context("the webhook did not wait for the namespaces")?;
+    let after = &log[restart..];
+    let listed = after.find("namespaceProfiles: namespaces listed");
+    let serving = after.find("\"message\":\"serving\"");
     ensure!(
-        env.injector
-            .log()
-            .contains("namespaceProfiles: namespaces listed"),
-        "the webhook did not list the namespaces before serving"
+        matches!((listed, serving), (Some(l), Some(s)) if l < s),
+        "the webhook served before it listed the namespaces:\n{after}"
     );
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": PROFILED_NS, "annotations": {"dind-injector.io/profile": "tuned"}}});
     // Created (with its ServiceAccount) first, then annotated: one field
     // manager, so the second apply says everything the namespace has.
     crate::setup::namespace(&env.client, PROFILED_NS, json!({})).await?;
-    apply_text(
-        &env.client,
-        &serde_norway::to_string(&namespace)?,
-        "namespace",
-        None,
-        false,
-    )
-    .await?;
+    apply(env, &[namespace], "namespace").await?;
     for ns in [RUNNERS, PROFILED_NS] {
-        apply_text(
-            &env.client,
-            &settings_objects(ns),
-            "docker settings",
-            None,
-            false,
-        )
-        .await?;
+        apply(env, &settings_objects(ns), "docker settings").await?;
     }
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": PV},
         "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": STORAGE_CLASS,
                  "hostPath": {"path": env.dir.join("pv-docker").display().to_string(),
                               "type": "DirectoryOrCreate"}}});
-    apply_text(
-        &env.client,
-        &serde_norway::to_string(&pv)?,
-        "persistent volume",
-        None,
-        false,
-    )
-    .await?;
+    apply(env, &[pv], "persistent volume").await?;
 
     let by_annotation = async {
         let annotations = json!({

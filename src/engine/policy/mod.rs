@@ -810,6 +810,39 @@ mod tests {
         }
     }
 
+    /// The policy cannot read namespaces: it refuses the config rather
+    /// than give every pod the default profile silently.
+    #[test]
+    fn namespace_profiles_are_refused_by_name() {
+        let config = Config {
+            namespace_profiles: true,
+            ..Config::default()
+        };
+        let err = render(&config).unwrap_err().to_string();
+        assert!(err.starts_with("config field namespaceProfiles:"), "{err}");
+    }
+
+    /// Every pod gets the default profile, whatever it adds (here a
+    /// daemon.json), and the volume-name check knows the added names.
+    #[test]
+    fn the_default_profile_is_what_is_rendered() {
+        let config = Config::from_yaml(
+            "profiles:\n  tuned:\n    daemonConfig: {configMap: docker}\ndefaultProfile: tuned\n",
+        )
+        .unwrap();
+        let text = to_yaml(&render(&config).unwrap()).unwrap();
+        assert!(
+            text.contains("/etc/docker/daemon.json"),
+            "no daemon.json mount"
+        );
+        assert!(
+            text.contains(r#""dind-injector-bin", "dind-daemon-config""#),
+            "volume-names-free lacks it"
+        );
+        let default = to_yaml(&render(&Config::default()).unwrap()).unwrap();
+        assert!(!default.contains("daemon.json"));
+    }
+
     #[test]
     fn the_validating_policy_refuses_exactly_what_the_mutating_one_skips_for() {
         let objects = render(&Config::default()).unwrap();
