@@ -261,18 +261,16 @@ fn decisions_per_fixture() {
 /// one mount per path, `restartPolicy` only on init containers.
 #[test]
 fn injected_pods_follow_the_apiservers_pod_rules() {
-    let engine = common::engine();
-    let profiles = profile_engine();
+    let (engine, profiles) = (common::engine(), profile_engine());
     let cases = fixtures()
         .into_iter()
-        .map(|(name, pod)| (name, None, pod))
-        .chain(profile_fixtures());
-    for (name, namespace, pod) in cases {
-        let engine = if namespace.is_some() || pod["metadata"]["namespace"] == "ci" {
-            &profiles
-        } else {
-            &engine
-        };
+        .map(|(name, pod)| (name, &engine, None, pod))
+        .chain(
+            profile_fixtures()
+                .into_iter()
+                .map(|(name, namespace, pod)| (name, &profiles, namespace, pod)),
+        );
+    for (name, engine, namespace, pod) in cases {
         let decision = engine
             .review_in(&pod, namespace.as_deref())
             .expect("engine");
