@@ -147,6 +147,7 @@ $(VENV)/.installed:
 
 schema: $(VENV)/.installed
 	"$(VENV)/bin/python" tests/schema/validate_golden.py "$(KUBERNETES_SCHEMA_VERSION)" tests/golden
+	"$(VENV)/bin/python" tests/schema/validate_golden.py "$(KUBERNETES_SCHEMA_VERSION)" tests/golden/profiles
 
 $(VENV)/.installed-deploy-$(PYTEST_VERSION): $(VENV)/.installed
 	"$(VENV)/bin/pip" install --quiet --disable-pip-version-check "pytest==$(PYTEST_VERSION)" pyyaml

@@ -745,3 +745,52 @@ async fn a_configured_mode_is_used_without_asking_the_cluster() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `namespaceProfiles` without any Kubernetes API to list namespaces from:
+/// `serve` answers no review (it would not know a namespace's profile), and
+/// the log says why. Nothing is printed on stdout (the listening line comes
+/// only once the list is in); against a real apiserver: the e2e suite.
+#[test]
+fn namespace_profiles_without_an_api_serve_nothing() {
+    let dir = common::temp_dir("ns-profiles");
+    common::server::issue_certs(&dir, 30);
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "sidecarMode: classic\nnamespaceProfiles: true\n").expect("config");
+    let log = dir.join("server.log");
+    let mut child = std::process::Command::new(common::bin())
+        .arg("serve")
+        .args(["--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format", "json"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env("KUBERNETES_SERVICE_HOST", "")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let printed = rx.recv_timeout(std::time::Duration::from_secs(3));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        printed.is_err(),
+        "serve started answering without the namespaces: {printed:?}\n{text}"
+    );
+    assert!(
+        text.contains("namespaceProfiles: the namespace cache is not being updated")
+            && text.contains("no Kubernetes client configuration"),
+        "{text}"
+    );
+}

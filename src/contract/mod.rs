@@ -40,6 +40,17 @@ pub mod annotation {
     pub const WORK_DIR: &str = "dind-injector.io/work-dir";
     /// The runner's externals directory, shared with the daemon at the same path.
     pub const EXTERNALS_DIR: &str = "dind-injector.io/externals-dir";
+    /// The configuration profile of the Docker daemon. Read from the pod,
+    /// and (when enabled) from its namespace as the namespace's default.
+    pub const PROFILE: &str = "dind-injector.io/profile";
+    /// The `dind` container's CPU request, a quantity.
+    pub const CPU_REQUEST: &str = "dind-injector.io/cpu-request";
+    /// The `dind` container's CPU limit, a quantity.
+    pub const CPU_LIMIT: &str = "dind-injector.io/cpu-limit";
+    /// The `dind` container's memory request, a quantity.
+    pub const MEMORY_REQUEST: &str = "dind-injector.io/memory-request";
+    /// The `dind` container's memory limit, a quantity.
+    pub const MEMORY_LIMIT: &str = "dind-injector.io/memory-limit";
 
     /// Every key the injector understands; any other key with the prefix is
     /// a typo and is denied rather than silently ignored.
@@ -55,6 +66,11 @@ pub mod annotation {
         STORAGE_SIZE_LIMIT,
         WORK_DIR,
         EXTERNALS_DIR,
+        PROFILE,
+        CPU_REQUEST,
+        CPU_LIMIT,
+        MEMORY_REQUEST,
+        MEMORY_LIMIT,
     ];
 }
 
@@ -89,6 +105,12 @@ pub mod volume {
     pub const BIN: &str = "dind-injector-bin";
     pub const WORK: &str = "dind-work";
     pub const EXTERNALS: &str = "dind-externals";
+    /// The ConfigMap holding `daemon.json` (when configured).
+    pub const DAEMON_CONFIG: &str = "dind-daemon-config";
+    /// The registries' CA certificates (when configured).
+    pub const REGISTRY_CERTS: &str = "dind-registry-certs";
+    /// Extra volumes of the profile, in their order.
+    pub const EXTRA: &str = "dind-extra";
 }
 
 /// Paths inside the containers.
@@ -107,9 +129,16 @@ pub mod path {
     pub const BINARY: &str = "/dind-injector/bin/dind-injector";
     /// The binary inside the injector's own image.
     pub const IMAGE_BINARY: &str = "/usr/local/bin/dind-injector";
+    /// dockerd's configuration file (its default path).
+    pub const DAEMON_CONFIG: &str = "/etc/docker/daemon.json";
+    /// Where dockerd looks for `<registry>/ca.crt`.
+    pub const REGISTRY_CERTS_DIR: &str = "/etc/docker/certs.d";
     /// Where the externals copy is mounted inside the externals init container.
     pub const EXTERNALS_STAGING: &str = "/dind-injector/externals";
 }
+
+/// Tells `dockerd-entrypoint.sh` where the TLS material is (set on `dind`).
+pub const DIND_TLS_ENV: &str = "DOCKER_TLS_CERTDIR";
 
 /// The daemon's TLS port, on the pod's loopback (`DOCKER_HOST`).
 pub const DOCKER_TLS_PORT: u16 = 2376;

@@ -7,29 +7,29 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Lifecycle, LifecycleHandler,
-    Probe, ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, EmptyDirVolumeSource,
+    EnvVar, EphemeralVolumeSource, ExecAction, KeyToPath, Lifecycle, LifecycleHandler,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
 use super::plan::{Shape, SharedDir};
 use crate::contract::cmdline::{self, Seconds};
-use crate::contract::{container, path, RUNNER_ENV};
-use crate::engine::config::Config;
+use crate::contract::{self, container, path, RUNNER_ENV};
+use crate::engine::config::{Config, DindConfig, StorageKind};
 
 /// The unprivileged user the init container runs as. emptyDirs are
 /// world-writable, so it needs no privilege to fill them, and root in the
 /// `dind` container reads what it wrote.
 const INIT_UID: i64 = 65532;
 
-fn empty_dir(name: &str, size_limit: Option<&str>) -> Result<Value, serde_json::Error> {
+fn empty_dir(name: &str) -> Result<Value, serde_json::Error> {
     serde_json::to_value(Volume {
         name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: size_limit.map(|s| Quantity(s.into())),
-            ..Default::default()
-        }),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Default::default()
     })
 }
@@ -63,22 +63,153 @@ pub struct Parts {
 pub fn parts(config: &Config, shape: &Shape) -> Result<Parts, serde_json::Error> {
     let v = &shape.volumes;
     let mut volumes = vec![
-        empty_dir(&v.certs, None)?,
-        empty_dir(&v.storage, shape.storage_size_limit.as_deref())?,
-        empty_dir(&v.run, None)?,
-        empty_dir(&v.bin, None)?,
+        empty_dir(&v.certs)?,
+        storage_volume(&v.storage, &shape.dind)?,
+        empty_dir(&v.run)?,
+        empty_dir(&v.bin)?,
     ];
+    volumes.extend(profile_volumes(shape)?);
     for dir in shape.shared_dirs() {
         if let SharedDir::Added { volume, .. } = dir {
-            volumes.push(empty_dir(volume, None)?);
+            volumes.push(empty_dir(volume)?);
         }
     }
     Ok(Parts {
         volumes,
         init: init_container(config, shape)?,
-        dind: dind_container(config, shape)?,
+        dind: dind_container(shape)?,
         runner_mounts: runner_mounts(shape)?,
     })
+}
+
+/// `/var/lib/docker`: an emptyDir (on the node's disk, or `medium: Memory`),
+/// or a generic ephemeral volume: a claim made for the pod from the
+/// template and deleted with it, for nodes whose disks are small.
+fn storage_volume(name: &str, dind: &DindConfig) -> Result<Value, serde_json::Error> {
+    let size = dind.storage_size_limit.as_deref();
+    let storage = &dind.storage;
+    if storage.kind == StorageKind::EmptyDir {
+        return serde_json::to_value(Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: storage.medium.map(|_| "Memory".into()),
+                size_limit: size.map(|s| Quantity(s.into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    serde_json::to_value(Volume {
+        name: name.into(),
+        ephemeral: Some(EphemeralVolumeSource {
+            volume_claim_template: Some(PersistentVolumeClaimTemplate {
+                spec: PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: size
+                            .map(|s| BTreeMap::from([("storage".into(), Quantity(s.into()))])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
+}
+
+/// The volumes the profile adds: `daemon.json`, the registries' CAs (one
+/// projected volume, whatever mix of ConfigMaps and Secrets holds them),
+/// the extra mounts' sources under the names the plan gave them.
+fn profile_volumes(shape: &Shape) -> Result<Vec<Value>, serde_json::Error> {
+    let (dind, v) = (&shape.dind, &shape.volumes);
+    let mut out = Vec::new();
+    if let (Some(daemon), Some(name)) = (&dind.daemon_config, &v.daemon_config) {
+        out.push(serde_json::to_value(Volume {
+            name: name.clone(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: daemon.config_map.clone(),
+                items: Some(vec![KeyToPath {
+                    key: daemon.key.clone(),
+                    path: DAEMON_JSON.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })?);
+    }
+    if let Some(name) = &v.registry_certs {
+        let sources = dind
+            .registry_certificates
+            .iter()
+            .map(|cert| {
+                let items = Some(vec![KeyToPath {
+                    key: cert.key.clone(),
+                    path: format!("{}/ca.crt", cert.registry),
+                    ..Default::default()
+                }]);
+                match (&cert.config_map, &cert.secret) {
+                    (Some(config_map), _) => VolumeProjection {
+                        config_map: Some(ConfigMapProjection {
+                            name: config_map.clone(),
+                            items,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    (None, secret) => VolumeProjection {
+                        secret: Some(SecretProjection {
+                            name: secret.clone().unwrap_or_default(),
+                            items,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                }
+            })
+            .collect();
+        out.push(serde_json::to_value(Volume {
+            name: name.clone(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })?);
+    }
+    for (extra, name) in dind.extra_mounts.iter().zip(&v.extra) {
+        let mut volume = extra.volume.clone();
+        volume.insert("name".into(), Value::String(name.clone()));
+        out.push(Value::Object(volume));
+    }
+    Ok(out)
+}
+
+/// The file name dockerd reads in `/etc/docker`, and the key's path in the
+/// daemon-config volume (mounted with `subPath`).
+const DAEMON_JSON: &str = "daemon.json";
+
+/// The profile's mounts in `dind`, all read-only but the extra ones that
+/// say otherwise.
+fn profile_mounts(shape: &Shape) -> Vec<VolumeMount> {
+    let (dind, v) = (&shape.dind, &shape.volumes);
+    let mut out = Vec::new();
+    if let Some(name) = &v.daemon_config {
+        out.push(VolumeMount {
+            sub_path: Some(DAEMON_JSON.into()),
+            ..mount(name, path::DAEMON_CONFIG, true)
+        });
+    }
+    if let Some(name) = &v.registry_certs {
+        out.push(mount(name, path::REGISTRY_CERTS_DIR, true));
+    }
+    for (extra, name) in dind.extra_mounts.iter().zip(&v.extra) {
+        out.push(mount(name, &extra.mount_path, extra.read_only));
+    }
+    out
 }
 
 /// `dind-injector init`: copies the binary, writes the TLS material.
@@ -192,14 +323,12 @@ fn wait_docker_hook(budget: u32) -> Lifecycle {
 }
 
 /// The `dind` container: a regular sidecar (classic) or a native sidecar.
-fn dind_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::Error> {
-    let v = &shape.volumes;
+fn dind_container(shape: &Shape) -> Result<Value, serde_json::Error> {
+    let (v, dind) = (&shape.volumes, &shape.dind);
     let mut daemon = vec!["dockerd-entrypoint.sh".to_string()];
-    daemon.extend(config.dind.dockerd_args.iter().cloned());
+    daemon.extend(dind.dockerd_args.iter().cloned());
     daemon.extend(
-        config
-            .dind
-            .registry_mirrors
+        dind.registry_mirrors
             .iter()
             .map(|m| format!("--registry-mirror={m}")),
     );
@@ -215,25 +344,30 @@ fn dind_container(config: &Config, shape: &Shape) -> Result<Value, serde_json::E
         mount(&v.run, path::RUN_DIR, false),
         mount(&v.bin, path::BIN_DIR, true),
     ]
-    .iter()
-    .map(serde_json::to_value)
+    .into_iter()
+    .chain(profile_mounts(shape))
+    .map(|m| serde_json::to_value(&m))
     .collect::<Result<Vec<_>, _>>()?;
     for dir in shape.shared_dirs() {
         mounts.push(dir.daemon_mount()?);
     }
 
-    let resources = &config.dind.resources;
+    let resources = &dind.resources;
     let native = shape.native;
+    let env = std::iter::once((contract::DIND_TLS_ENV, path::CERTS_DIR))
+        .chain(dind.env.iter().map(|e| (e.name.as_str(), e.value.as_str())))
+        .map(|(name, value)| EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            ..Default::default()
+        })
+        .collect();
     let mut dind = serde_json::to_value(Container {
         name: container::DIND.into(),
-        image: Some(config.dind.image.clone()),
-        image_pull_policy: Some(config.dind.image_pull_policy.as_str().into()),
+        image: Some(dind.image.clone()),
+        image_pull_policy: Some(dind.image_pull_policy.as_str().into()),
         command: Some(command),
-        env: Some(vec![EnvVar {
-            name: "DOCKER_TLS_CERTDIR".into(),
-            value: Some(path::CERTS_DIR.into()),
-            ..Default::default()
-        }]),
+        env: Some(env),
         resources: (!resources.requests.is_empty() || !resources.limits.is_empty()).then(|| {
             ResourceRequirements {
                 requests: quantities(&resources.requests),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::contract::{self, cmdline};
 use crate::engine::quantity;
@@ -33,11 +34,26 @@ pub struct Config {
     /// Pods get at least this `terminationGracePeriodSeconds` (never lowered).
     pub min_termination_grace_period_seconds: u32,
     pub injector: InjectorConfig,
+    /// The Docker daemon's settings: the profile named `default`.
     pub dind: DindConfig,
+    /// Named variants of the `dind` section, picked per pod by the
+    /// `dind-injector.io/profile` annotation (or the namespace's). Each
+    /// field a profile sets replaces that whole field of `dind`; the others
+    /// are `dind`'s. Kept as written and resolved by [`Config::profiles`],
+    /// so that a profile is checked exactly like `dind` is.
+    pub profiles: BTreeMap<String, Map<String, Value>>,
+    /// The profile of pods whose annotation (and namespace) names none.
+    pub default_profile: String,
+    /// Whether `serve` reads the `dind-injector.io/profile` annotation of
+    /// namespaces (a watched cache; RBAC `list` and `watch` on namespaces).
+    pub namespace_profiles: bool,
     pub runner: RunnerConfig,
     /// Commands for runner containers that rely on their image's ENTRYPOINT.
     pub known_images: Vec<KnownImage>,
 }
+
+/// The name of the profile that is the `dind` section itself.
+pub const DEFAULT_PROFILE: &str = "default";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,7 +92,7 @@ pub struct InjectorConfig {
     pub image_pull_policy: PullPolicy,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DindConfig {
     pub image: String,
@@ -90,9 +106,92 @@ pub struct DindConfig {
     pub dockerd_args: Vec<String>,
     /// Registry mirrors, each becomes `--registry-mirror=URL`.
     pub registry_mirrors: Vec<String>,
+    /// What `/var/lib/docker` is: an emptyDir, or a generic ephemeral volume
+    /// (its size is `storageSizeLimit`).
+    pub storage: Storage,
+    /// A ConfigMap key mounted read-only as `/etc/docker/daemon.json`.
+    pub daemon_config: Option<DaemonConfig>,
+    /// CA certificates of private registries, mounted read-only as
+    /// `/etc/docker/certs.d/<registry>/ca.crt` (where dockerd looks).
+    pub registry_certificates: Vec<RegistryCertificate>,
+    /// Extra environment variables of the `dind` container.
+    pub env: Vec<EnvVar>,
+    /// Extra volumes mounted into the `dind` container.
+    pub extra_mounts: Vec<ExtraMount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Storage {
+    #[serde(rename = "type")]
+    pub kind: StorageKind,
+    /// `Memory`: a tmpfs (emptyDir only; counts against the pod's memory).
+    pub medium: Option<StorageMedium>,
+    /// The claim's storage class (ephemeral only); unset = the cluster's default.
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StorageKind {
+    #[default]
+    EmptyDir,
+    /// A generic ephemeral volume: a PVC made for the pod and deleted with it.
+    Ephemeral,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageMedium {
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub config_map: String,
+    #[serde(default = "default_daemon_config_key")]
+    pub key: String,
+}
+
+fn default_daemon_config_key() -> String {
+    "daemon.json".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryCertificate {
+    /// `host` or `host:port`, as images name the registry.
+    pub registry: String,
+    /// Exactly one of `configMap` and `secret` holds the certificate.
+    pub config_map: Option<String>,
+    pub secret: Option<String>,
+    #[serde(default = "default_ca_key")]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtraMount {
+    pub mount_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// A Kubernetes volume source, one key (`configMap: {name: x}`,
+    /// `hostPath: {…}`, …); the engine names the volume.
+    pub volume: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Resources {
     pub requests: BTreeMap<String, String>,
@@ -153,6 +252,9 @@ impl Default for Config {
             min_termination_grace_period_seconds: 3600,
             injector: InjectorConfig::default(),
             dind: DindConfig::default(),
+            profiles: BTreeMap::new(),
+            default_profile: DEFAULT_PROFILE.into(),
+            namespace_profiles: false,
             runner: RunnerConfig::default(),
             known_images: vec![KnownImage {
                 image: "ghcr.io/actions/actions-runner".into(),
@@ -186,6 +288,11 @@ impl Default for DindConfig {
             storage_size_limit: None,
             dockerd_args: Vec::new(),
             registry_mirrors: Vec::new(),
+            storage: Storage::default(),
+            daemon_config: None,
+            registry_certificates: Vec::new(),
+            env: Vec::new(),
+            extra_mounts: Vec::new(),
         }
     }
 }
@@ -274,9 +381,8 @@ impl Config {
     /// Checks what the types cannot; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_image("injector.image", &self.injector.image)?;
-        check_image("dind.image", &self.dind.image)?;
-        self.dind.validate()?;
         self.runner.validate()?;
+        self.profiles()?;
         self.validate_durations()?;
         for (i, known) in self.known_images.iter().enumerate() {
             known.validate(&format!("knownImages[{i}]"))?;
@@ -317,6 +423,48 @@ impl Config {
         Ok(())
     }
 
+    /// Every profile, resolved and checked: `default` (the `dind` section)
+    /// and the named ones. The configured default profile must be one.
+    pub fn profiles(&self) -> Result<BTreeMap<String, DindConfig>, ConfigError> {
+        self.dind.validate("dind", &self.runner)?;
+        let mut out = BTreeMap::from([(DEFAULT_PROFILE.to_string(), self.dind.clone())]);
+        let base = serde_json::to_value(&self.dind).map_err(|e| invalid("dind", e.to_string()))?;
+        for (name, fields) in &self.profiles {
+            let at = format!("profiles.{name}");
+            if name == DEFAULT_PROFILE {
+                return Err(invalid(
+                    at,
+                    "the profile named default is the dind section; set the fields there",
+                ));
+            }
+            if !is_dns_label(name) {
+                return Err(invalid(
+                    at,
+                    "a profile name is a DNS label (lowercase letters, digits, '-', at most 63)",
+                ));
+            }
+            let mut merged = base.clone();
+            for (key, value) in fields {
+                merged[key.as_str()] = value.clone();
+            }
+            let dind: DindConfig =
+                serde_json::from_value(merged).map_err(|e| invalid(&at, e.to_string()))?;
+            dind.validate(&at, &self.runner)?;
+            out.insert(name.clone(), dind);
+        }
+        if !out.contains_key(&self.default_profile) {
+            return Err(invalid(
+                "defaultProfile",
+                format!(
+                    "{:?} is not a profile: expected one of {}",
+                    self.default_profile,
+                    out.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
     /// The known entrypoint for `image`, first matching entry wins.
     pub fn entrypoint_for(&self, image: &str) -> Option<&[String]> {
         self.known_images
@@ -327,7 +475,10 @@ impl Config {
 }
 
 impl DindConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// `at` is where the settings were written (`dind`, `profiles.NAME`):
+    /// every error names the field under it.
+    fn validate(&self, at: &str, runner: &RunnerConfig) -> Result<(), ConfigError> {
+        check_image(&format!("{at}.image"), &self.image)?;
         for (kind, map) in [
             ("requests", &self.resources.requests),
             ("limits", &self.resources.limits),
@@ -335,8 +486,20 @@ impl DindConfig {
             for (name, value) in map {
                 if !quantity::is_valid(value) {
                     return Err(invalid(
-                        format!("dind.resources.{kind}.{name}"),
+                        format!("{at}.resources.{kind}.{name}"),
                         format!("{value:?} is not a Kubernetes quantity (e.g. 500m, 2Gi)"),
+                    ));
+                }
+            }
+        }
+        for resource in ["cpu", "memory"] {
+            let request = self.resources.requests.get(resource);
+            let limit = self.resources.limits.get(resource);
+            if let (Some(request), Some(limit)) = (request, limit) {
+                if quantity::value(request) > quantity::value(limit) {
+                    return Err(invalid(
+                        format!("{at}.resources.requests.{resource}"),
+                        format!("{request} is above the limit {limit}"),
                     ));
                 }
             }
@@ -344,19 +507,233 @@ impl DindConfig {
         if let Some(limit) = &self.storage_size_limit {
             if !quantity::is_valid(limit) {
                 return Err(invalid(
-                    "dind.storageSizeLimit",
+                    format!("{at}.storageSizeLimit"),
                     format!("{limit:?} is not a Kubernetes quantity (e.g. 20Gi)"),
                 ));
             }
         }
+        self.validate_storage(at)?;
         for (i, arg) in self.dockerd_args.iter().enumerate() {
-            check_dockerd_arg(&format!("dind.dockerdArgs[{i}]"), arg)?;
+            check_dockerd_arg(&format!("{at}.dockerdArgs[{i}]"), arg)?;
         }
         for (i, url) in self.registry_mirrors.iter().enumerate() {
-            check_url(&format!("dind.registryMirrors[{i}]"), url)?;
+            check_url(&format!("{at}.registryMirrors[{i}]"), url)?;
+        }
+        if let Some(daemon) = &self.daemon_config {
+            check_object_name(&format!("{at}.daemonConfig.configMap"), &daemon.config_map)?;
+            check_key(&format!("{at}.daemonConfig.key"), &daemon.key)?;
+        }
+        self.validate_registry_certificates(at)?;
+        let mut names = std::collections::HashSet::new();
+        for (i, var) in self.env.iter().enumerate() {
+            let field = format!("{at}.env[{i}].name");
+            check_env_name(&field, &var.name)?;
+            if !names.insert(var.name.as_str()) {
+                return Err(invalid(field, format!("{:?} is set twice", var.name)));
+            }
+        }
+        self.validate_extra_mounts(at, runner)
+    }
+
+    fn validate_storage(&self, at: &str) -> Result<(), ConfigError> {
+        let storage = &self.storage;
+        match storage.kind {
+            StorageKind::EmptyDir => {
+                if storage.storage_class_name.is_some() {
+                    return Err(invalid(
+                        format!("{at}.storage.storageClassName"),
+                        "applies to type: ephemeral only",
+                    ));
+                }
+            }
+            StorageKind::Ephemeral => {
+                if storage.medium.is_some() {
+                    return Err(invalid(
+                        format!("{at}.storage.medium"),
+                        "applies to type: emptyDir only",
+                    ));
+                }
+                if self.storage_size_limit.is_none() {
+                    return Err(invalid(
+                        format!("{at}.storageSizeLimit"),
+                        "is required with storage type ephemeral: it is the size the claim requests",
+                    ));
+                }
+                if let Some(class) = &storage.storage_class_name {
+                    check_object_name(&format!("{at}.storage.storageClassName"), class)?;
+                }
+            }
         }
         Ok(())
     }
+
+    fn validate_registry_certificates(&self, at: &str) -> Result<(), ConfigError> {
+        let mut registries = std::collections::HashSet::new();
+        for (i, cert) in self.registry_certificates.iter().enumerate() {
+            let field = format!("{at}.registryCertificates[{i}]");
+            if !is_registry_host(&cert.registry) {
+                return Err(invalid(
+                    format!("{field}.registry"),
+                    format!("{:?} is not a registry host or host:port", cert.registry),
+                ));
+            }
+            if !registries.insert(cert.registry.as_str()) {
+                return Err(invalid(
+                    format!("{field}.registry"),
+                    format!("{:?} is listed twice", cert.registry),
+                ));
+            }
+            match (&cert.config_map, &cert.secret) {
+                (Some(name), None) => check_object_name(&format!("{field}.configMap"), name)?,
+                (None, Some(name)) => check_object_name(&format!("{field}.secret"), name)?,
+                _ => return Err(invalid(field, "set exactly one of configMap and secret")),
+            }
+            check_key(&format!("{field}.key"), &cert.key)?;
+        }
+        Ok(())
+    }
+
+    fn validate_extra_mounts(&self, at: &str, runner: &RunnerConfig) -> Result<(), ConfigError> {
+        let taken: Vec<&str> = RESERVED_DIND_PATHS
+            .iter()
+            .copied()
+            .chain(runner.work_dir.as_deref())
+            .chain(runner.externals_dir.as_deref())
+            .collect();
+        let mut paths = std::collections::HashSet::new();
+        for (i, extra) in self.extra_mounts.iter().enumerate() {
+            let field = format!("{at}.extraMounts[{i}]");
+            let path = extra.mount_path.trim_end_matches('/');
+            check_mount_path(&extra.mount_path)
+                .map_err(|m| invalid(format!("{field}.mountPath"), m))?;
+            if taken.contains(&path) || !paths.insert(path) {
+                return Err(invalid(
+                    format!("{field}.mountPath"),
+                    format!("{path} is already mounted in dind"),
+                ));
+            }
+            if extra.volume.len() != 1 || extra.volume.contains_key("name") {
+                return Err(invalid(
+                    format!("{field}.volume"),
+                    "expected one volume source such as configMap: {name: x} (no name: the engine names it)",
+                ));
+            }
+            check_volume_source(&format!("{field}.volume"), &extra.volume)?;
+        }
+        Ok(())
+    }
+}
+
+/// Paths the injection itself mounts in `dind`.
+const RESERVED_DIND_PATHS: &[&str] = &[
+    contract::path::CERTS_DIR,
+    contract::path::DOCKER_DATA,
+    contract::path::RUN_DIR,
+    contract::path::BIN_DIR,
+    contract::path::DAEMON_CONFIG,
+    contract::path::REGISTRY_CERTS_DIR,
+];
+
+/// A volume source is checked by reading it as Kubernetes' `Volume`: a
+/// field that reading drops (a typo, another release's field) is refused,
+/// because it would be dropped from the pod too.
+fn check_volume_source(field: &str, source: &Map<String, Value>) -> Result<(), ConfigError> {
+    let mut volume = source.clone();
+    volume.insert("name".into(), Value::String("x".into()));
+    let volume = Value::Object(volume);
+    let typed: k8s_openapi::api::core::v1::Volume = serde_json::from_value(volume.clone())
+        .map_err(|e| invalid(field, format!("not a Kubernetes volume source: {e}")))?;
+    let back = serde_json::to_value(&typed).map_err(|e| invalid(field, e.to_string()))?;
+    if back != volume {
+        return Err(invalid(
+            field,
+            format!(
+                "{} has fields Kubernetes' volume does not know",
+                Value::Object(source.clone())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A ConfigMap, Secret or StorageClass name: a DNS subdomain.
+fn check_object_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns_label);
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("{name:?} is not an object name (lowercase letters, digits, '-', '.')"),
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS label (RFC 1123): what profile names and name parts must be.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// What ConfigMap keys and environment variable names are made of.
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+/// A ConfigMap or Secret key.
+fn check_key(field: &str, key: &str) -> Result<(), ConfigError> {
+    let ok = !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key.bytes().all(is_key_byte);
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("{key:?} is not a ConfigMap or Secret key (letters, digits, '-', '_', '.')"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_env_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok =
+        name.bytes().next().is_some_and(|b| !b.is_ascii_digit()) && name.bytes().all(is_key_byte);
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("{name:?} is not an environment variable name"),
+        ));
+    }
+    if name == contract::DIND_TLS_ENV {
+        return Err(invalid(
+            field,
+            format!("{name} is set by dind-injector (the TLS certificates' directory)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `host` or `host:port` as dockerd names `certs.d` directories: it becomes
+/// a path, so no '/', no '..' and nothing a path could misread.
+fn is_registry_host(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (s, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
 }
 
 impl RunnerConfig {
@@ -586,6 +963,73 @@ mod tests {
             ),
             ("injector:\n  image: ''", "injector.image"),
             ("dind:\n  imagePullPolicy: Sometimes", "imagePullPolicy"),
+            ("profiles:\n  big:\n    imagee: x", "profiles.big: unknown field `imagee`"),
+            ("profiles:\n  big:\n    image: ''", "profiles.big.image"),
+            (
+                "profiles:\n  big:\n    resources: {limits: {memory: lots}}",
+                "profiles.big.resources.limits.memory",
+            ),
+            ("profiles:\n  Big: {}", "profiles.Big"),
+            (
+                "dind:\n  resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}",
+                "dind.resources.requests.memory",
+            ),
+            (
+                "profiles:\n  big:\n    resources: {requests: {cpu: '3'}, limits: {cpu: 2500m}}",
+                "profiles.big.resources.requests.cpu",
+            ),
+            ("profiles:\n  default: {}", "profiles.default"),
+            ("defaultProfile: big", "defaultProfile"),
+            (
+                "dind:\n  storage: {type: ephemeral}",
+                "dind.storageSizeLimit",
+            ),
+            (
+                "dind:\n  storageSizeLimit: 5Gi\n  storage: {type: ephemeral, medium: Memory}",
+                "dind.storage.medium",
+            ),
+            (
+                "dind:\n  storage: {storageClassName: fast}",
+                "dind.storage.storageClassName",
+            ),
+            ("dind:\n  storage: {type: pvc}", "unknown variant `pvc`"),
+            (
+                "dind:\n  daemonConfig: {configMap: Docker_Config}",
+                "dind.daemonConfig.configMap",
+            ),
+            (
+                "dind:\n  daemonConfig: {configMap: docker, key: 'a/b'}",
+                "dind.daemonConfig.key",
+            ),
+            (
+                "dind:\n  registryCertificates: [{registry: 'https://r.local', configMap: ca}]",
+                "dind.registryCertificates[0].registry",
+            ),
+            (
+                "dind:\n  registryCertificates: [{registry: r.local, configMap: ca, secret: ca}]",
+                "dind.registryCertificates[0]",
+            ),
+            (
+                "dind:\n  registryCertificates: [{registry: r.local, secret: ca}, {registry: r.local, secret: b}]",
+                "dind.registryCertificates[1].registry",
+            ),
+            (
+                "dind:\n  env: [{name: DOCKER_TLS_CERTDIR, value: x}]",
+                "dind.env[0].name",
+            ),
+            ("dind:\n  env: [{name: '1X', value: x}]", "dind.env[0].name"),
+            (
+                "dind:\n  extraMounts: [{mountPath: /var/lib/docker, volume: {emptyDir: {}}}]",
+                "dind.extraMounts[0].mountPath",
+            ),
+            (
+                "dind:\n  extraMounts: [{mountPath: /cache, volume: {emptyDir: {}, hostPath: {path: /x}}}]",
+                "dind.extraMounts[0].volume",
+            ),
+            (
+                "dind:\n  extraMounts: [{mountPath: /cache, volume: {emptyDir: {sizeLimt: 1Gi}}}]",
+                "dind.extraMounts[0].volume",
+            ),
         ];
         for (yaml, field) in cases {
             let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
@@ -594,6 +1038,26 @@ mod tests {
                 "error for {yaml:?} does not name {field}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn profiles_replace_whole_fields_of_the_dind_section() {
+        let config = Config::from_yaml(
+            "dind:\n  registryMirrors: ['https://m.local']\n  resources: {requests: {cpu: '1'}}\n\
+             profiles:\n  big:\n    resources: {limits: {memory: 8Gi}}\n    storageSizeLimit: 50Gi\n\
+             defaultProfile: big\n",
+        )
+        .unwrap();
+        let profiles = config.profiles().unwrap();
+        let big = &profiles["big"];
+        assert_eq!(big.registry_mirrors, ["https://m.local"]);
+        assert!(
+            big.resources.requests.is_empty(),
+            "resources is replaced whole"
+        );
+        assert_eq!(big.resources.limits["memory"], "8Gi");
+        assert_eq!(big.storage_size_limit.as_deref(), Some("50Gi"));
+        assert_eq!(profiles[DEFAULT_PROFILE], config.dind);
     }
 
     #[test]

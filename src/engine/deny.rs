@@ -18,16 +18,20 @@ pub enum DenyReason {
     DrainExceedsGrace,
     /// The work directory and the externals directory are the same path.
     SharedDirConflict,
+    /// The pod's (or its namespace's) `dind-injector.io/profile` names no
+    /// configured profile.
+    UnknownProfile,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 6] = [
+    pub const ALL: [DenyReason; 7] = [
         Self::InvalidAnnotation,
         Self::HostNetwork,
         Self::RunnerNotFound,
         Self::ReservedMountPath,
         Self::DrainExceedsGrace,
         Self::SharedDirConflict,
+        Self::UnknownProfile,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +42,7 @@ impl DenyReason {
             Self::ReservedMountPath => "reserved-mount-path",
             Self::DrainExceedsGrace => "drain-exceeds-grace",
             Self::SharedDirConflict => "shared-dir-conflict",
+            Self::UnknownProfile => "unknown-profile",
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod patch;
 mod plan;
 pub mod pod;
 pub mod policy;
+pub mod profile;
 pub mod quantity;
 pub mod skip;
 pub mod workload;
@@ -98,6 +99,7 @@ impl Injection {
 #[derive(Debug, Clone)]
 pub struct Engine {
     config: Config,
+    profiles: profile::Profiles,
     auto_mode: Mode,
     /// The parts of the common shapes, built once: building them is most of
     /// the engine's work per pod, cloning them a fraction of it.
@@ -110,7 +112,8 @@ impl Engine {
     /// on every Kubernetes version.
     pub fn new(config: Config, auto_mode: Mode) -> Result<Self, ConfigError> {
         config.validate()?;
-        let prebuilt = plan::Shape::defaults(&config)
+        let profiles = profile::Profiles::new(&config)?;
+        let prebuilt = plan::Shape::defaults(&config, profiles.default_profile())
             .into_iter()
             .map(|shape| {
                 let parts = build::parts(&config, &shape);
@@ -123,6 +126,7 @@ impl Engine {
             })?;
         Ok(Self {
             config,
+            profiles,
             auto_mode,
             prebuilt,
         })
@@ -148,6 +152,16 @@ impl Engine {
 
     /// Decides for one pod. `Err` only for a bug in the engine itself.
     pub fn review(&self, pod: &Value) -> Result<Decision, EngineBug> {
+        self.review_in(pod, None)
+    }
+
+    /// [`Engine::review`] for a pod whose namespace names a default profile
+    /// (`serve` reads it from the namespace's annotation, when enabled).
+    pub fn review_in(
+        &self,
+        pod: &Value,
+        namespace_profile: Option<&str>,
+    ) -> Result<Decision, EngineBug> {
         let skip = |reason, warning: Option<String>| Ok(Decision::Skip { reason, warning });
         let deny = |Denial { reason, message }| Ok(Decision::Deny { reason, message });
         let bad_annotation =
@@ -197,7 +211,11 @@ impl Engine {
                 annotation::INJECT
             )));
         }
-        let plan = match plan::plan(pod, &self.config, overrides, self.auto_mode) {
+        let dind = match self.profiles.for_pod(&overrides, namespace_profile) {
+            Ok(dind) => dind,
+            Err(denial) => return deny(denial),
+        };
+        let plan = match plan::plan(pod, &self.config, dind, overrides, self.auto_mode) {
             Ok(plan) => plan,
             Err(denial) => return deny(denial),
         };
@@ -318,9 +336,11 @@ mod tests {
             let overrides =
                 overrides::Overrides::parse(pod::string_map(&without_collision, "annotations"))
                     .unwrap();
+            let dind = engine.profiles.for_pod(&overrides, None).unwrap();
             let shape = plan::plan(
                 &without_collision,
                 engine.config(),
+                dind,
                 overrides,
                 Mode::Classic,
             )

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use crate::contract::{annotation, ANNOTATION_PREFIX};
-use crate::engine::config::{check_mount_path, SidecarMode, MAX_SECONDS};
+use crate::engine::config::{check_mount_path, is_dns_label, SidecarMode, MAX_SECONDS};
 use crate::engine::quantity;
 
 /// A shared directory override: `None` = not set, `Some(None)` = disabled.
@@ -25,6 +25,39 @@ pub struct Overrides {
     pub storage_size_limit: Option<String>,
     pub work_dir: DirOverride,
     pub externals_dir: DirOverride,
+    /// The profile's name as written; whether it exists is the plan's
+    /// question (the engine knows the profiles).
+    pub profile: Option<String>,
+    pub resources: ResourceOverrides,
+}
+
+/// The `dind` container's requests and limits, per pod (quantities).
+#[derive(Debug, Default, PartialEq)]
+pub struct ResourceOverrides {
+    pub cpu_request: Option<String>,
+    pub cpu_limit: Option<String>,
+    pub memory_request: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+impl ResourceOverrides {
+    /// Each set value with its annotation, its resource and whether it is a
+    /// limit, in the order the checks name them.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, &'static str, bool, &str)> {
+        [
+            (annotation::CPU_REQUEST, "cpu", false, &self.cpu_request),
+            (annotation::CPU_LIMIT, "cpu", true, &self.cpu_limit),
+            (
+                annotation::MEMORY_REQUEST,
+                "memory",
+                false,
+                &self.memory_request,
+            ),
+            (annotation::MEMORY_LIMIT, "memory", true, &self.memory_limit),
+        ]
+        .into_iter()
+        .filter_map(|(key, resource, limit, v)| v.as_deref().map(|v| (key, resource, limit, v)))
+    }
 }
 
 /// An annotation with a value the injector cannot use.
@@ -90,10 +123,23 @@ impl Overrides {
                 annotation::DRAIN_TIMEOUT => o.drain_timeout = Some(parse_seconds(key, v, 0)?),
                 annotation::DOCKER_WAIT => o.docker_wait = Some(parse_seconds(key, v, 0)?),
                 annotation::STORAGE_SIZE_LIMIT => {
-                    if !quantity::is_valid(v) {
-                        return Err(error(key, v, "a Kubernetes quantity such as 20Gi"));
+                    o.storage_size_limit = Some(parse_quantity(key, v, "20Gi")?)
+                }
+                annotation::PROFILE => {
+                    if !is_dns_label(v) {
+                        return Err(error(key, v, "the name of a configured profile"));
                     }
-                    o.storage_size_limit = Some(v.to_string());
+                    o.profile = Some(v.to_string());
+                }
+                annotation::CPU_REQUEST => {
+                    o.resources.cpu_request = Some(parse_quantity(key, v, "500m")?)
+                }
+                annotation::CPU_LIMIT => o.resources.cpu_limit = Some(parse_quantity(key, v, "2")?),
+                annotation::MEMORY_REQUEST => {
+                    o.resources.memory_request = Some(parse_quantity(key, v, "1Gi")?)
+                }
+                annotation::MEMORY_LIMIT => {
+                    o.resources.memory_limit = Some(parse_quantity(key, v, "4Gi")?)
                 }
                 annotation::WORK_DIR => o.work_dir = Some(parse_dir(key, v)?),
                 annotation::EXTERNALS_DIR => o.externals_dir = Some(parse_dir(key, v)?),
@@ -111,6 +157,17 @@ impl Overrides {
         }
         Ok(o)
     }
+}
+
+fn parse_quantity(key: &str, v: &str, example: &str) -> Result<String, AnnotationError> {
+    if !quantity::is_valid(v) {
+        return Err(error(
+            key,
+            v,
+            format!("a Kubernetes quantity such as {example}"),
+        ));
+    }
+    Ok(v.to_string())
 }
 
 fn parse_seconds(key: &str, v: &str, min: u32) -> Result<u32, AnnotationError> {
@@ -175,6 +232,11 @@ mod tests {
             (annotation::STORAGE_SIZE_LIMIT, "20Gi"),
             (annotation::WORK_DIR, "/work"),
             (annotation::EXTERNALS_DIR, "none"),
+            (annotation::PROFILE, "big-builds"),
+            (annotation::CPU_REQUEST, "1500m"),
+            (annotation::CPU_LIMIT, "2"),
+            (annotation::MEMORY_REQUEST, "2Gi"),
+            (annotation::MEMORY_LIMIT, "4Gi"),
             ("other.io/x", "anything"),
         ])
         .unwrap();
@@ -187,6 +249,17 @@ mod tests {
         assert_eq!(o.storage_size_limit.as_deref(), Some("20Gi"));
         assert_eq!(o.work_dir, Some(Some("/work".into())));
         assert_eq!(o.externals_dir, Some(None));
+        assert_eq!(o.profile.as_deref(), Some("big-builds"));
+        let set: Vec<_> = o.resources.entries().map(|(k, _, _, v)| (k, v)).collect();
+        assert_eq!(
+            set,
+            [
+                (annotation::CPU_REQUEST, "1500m"),
+                (annotation::CPU_LIMIT, "2"),
+                (annotation::MEMORY_REQUEST, "2Gi"),
+                (annotation::MEMORY_LIMIT, "4Gi"),
+            ]
+        );
     }
 
     #[test]
@@ -226,6 +299,16 @@ mod tests {
             (annotation::STORAGE_SIZE_LIMIT, "20GB", "quantity"),
             (annotation::WORK_DIR, "work", "absolute path"),
             (annotation::EXTERNALS_DIR, "/a/../b", "absolute path"),
+            (annotation::PROFILE, "Big", "configured profile"),
+            (annotation::PROFILE, "", "configured profile"),
+            (
+                annotation::CPU_REQUEST,
+                "1.5 cores",
+                "quantity such as 500m",
+            ),
+            (annotation::CPU_LIMIT, "-1", "quantity"),
+            (annotation::MEMORY_REQUEST, "2GB", "quantity such as 1Gi"),
+            (annotation::MEMORY_LIMIT, "lots", "quantity"),
             (
                 "dind-injector.io/drain-timout",
                 "60",

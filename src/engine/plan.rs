@@ -6,6 +6,7 @@
 //! first change.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -14,7 +15,7 @@ use super::pod::{self, ContainerList};
 use super::{Denial, DenyReason, Mode};
 use crate::contract::{annotation, volume};
 use crate::contract::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
-use crate::engine::config::{max_drain, Config, STOP_MARGIN_SECONDS};
+use crate::engine::config::{max_drain, Config, DindConfig, STOP_MARGIN_SECONDS};
 
 /// Kubernetes' default when a pod does not set `terminationGracePeriodSeconds`.
 const KUBERNETES_DEFAULT_GRACE: i64 = 30;
@@ -51,7 +52,9 @@ pub struct Shape {
     pub standalone_sidecar: bool,
     /// How long Docker may take to come up (the native postStart hook's bound).
     pub docker_wait_budget: u32,
-    pub storage_size_limit: Option<String>,
+    /// The pod's Docker settings: its profile, with its own resources and
+    /// storage size applied.
+    pub dind: Arc<DindConfig>,
     pub volumes: VolumeNames,
     pub work: Option<SharedDir>,
     pub externals: Option<SharedDir>,
@@ -62,30 +65,30 @@ impl Shape {
         self.work.iter().chain(self.externals.iter())
     }
 
-    /// The shapes of pods that collide with none of our names and set no
-    /// override: classic with the supervisor, classic without, native.
-    pub fn defaults(config: &Config) -> Vec<Shape> {
-        let dir = |path: &Option<String>, volume: &str| {
+    /// The shapes of pods with profile `dind` that collide with none of our
+    /// names and set no override: classic with the supervisor, classic
+    /// without, native.
+    pub fn defaults(config: &Config, dind: &Arc<DindConfig>) -> Vec<Shape> {
+        let mut names = NameAllocator::new(Vec::new());
+        let volumes = VolumeNames::allocate(&mut names, dind);
+        let mut dir = |path: &Option<String>, volume: &str| {
             path.clone().map(|path| SharedDir::Added {
-                volume: volume.to_string(),
+                volume: names.name(volume),
                 path,
             })
         };
+        let work = dir(&config.runner.work_dir, volume::WORK);
+        let externals = dir(&config.runner.externals_dir, volume::EXTERNALS);
         [(false, false), (false, true), (true, true)]
             .into_iter()
             .map(|(native, standalone_sidecar)| Shape {
                 native,
                 standalone_sidecar,
                 docker_wait_budget: config.runner.docker_wait_seconds,
-                storage_size_limit: config.dind.storage_size_limit.clone(),
-                volumes: VolumeNames {
-                    certs: volume::CERTS.into(),
-                    storage: volume::STORAGE.into(),
-                    run: volume::RUN.into(),
-                    bin: volume::BIN.into(),
-                },
-                work: dir(&config.runner.work_dir, volume::WORK),
-                externals: dir(&config.runner.externals_dir, volume::EXTERNALS),
+                dind: dind.clone(),
+                volumes: volumes.clone(),
+                work: work.clone(),
+                externals: externals.clone(),
             })
             .collect()
     }
@@ -98,17 +101,43 @@ pub struct VolumeNames {
     pub storage: String,
     pub run: String,
     pub bin: String,
+    /// Only when the profile has a daemon configuration.
+    pub daemon_config: Option<String>,
+    /// Only when the profile has registry certificates.
+    pub registry_certs: Option<String>,
+    /// One per extra mount of the profile, in its order.
+    pub extra: Vec<String>,
 }
 
 impl VolumeNames {
     /// The base names, or the first free `-N` variants, in this order.
-    fn allocate(names: &mut NameAllocator) -> Self {
+    fn allocate(names: &mut NameAllocator, dind: &DindConfig) -> Self {
         Self {
             certs: names.name(volume::CERTS),
             storage: names.name(volume::STORAGE),
             run: names.name(volume::RUN),
             bin: names.name(volume::BIN),
+            daemon_config: dind
+                .daemon_config
+                .as_ref()
+                .map(|_| names.name(volume::DAEMON_CONFIG)),
+            registry_certs: (!dind.registry_certificates.is_empty())
+                .then(|| names.name(volume::REGISTRY_CERTS)),
+            extra: dind
+                .extra_mounts
+                .iter()
+                .map(|_| names.name(volume::EXTRA))
+                .collect(),
         }
+    }
+
+    /// Every name, in the order the volumes are added.
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        [&self.certs, &self.storage, &self.run, &self.bin]
+            .into_iter()
+            .chain(self.daemon_config.iter())
+            .chain(self.registry_certs.iter())
+            .chain(self.extra.iter())
     }
 }
 
@@ -153,6 +182,7 @@ impl<'a> NameAllocator<'a> {
 pub fn plan(
     pod: &Value,
     config: &Config,
+    dind: Arc<DindConfig>,
     overrides: Overrides,
     auto_mode: Mode,
 ) -> Result<Plan, Denial> {
@@ -189,7 +219,7 @@ pub fn plan(
         && !pod::spec_bool(pod, "shareProcessNamespace");
 
     let mut names = NameAllocator::new(pod::volume_names(pod));
-    let volumes = VolumeNames::allocate(&mut names);
+    let volumes = VolumeNames::allocate(&mut names, &dind);
     let (work, externals) = shared_dirs(runner, config, &overrides, &mut names)?;
     let externals_copy = match &externals {
         Some(SharedDir::Added { path, .. }) => Some(path.clone()),
@@ -209,9 +239,7 @@ pub fn plan(
             native,
             standalone_sidecar: !coordinated,
             docker_wait_budget,
-            storage_size_limit: overrides
-                .storage_size_limit
-                .or_else(|| config.dind.storage_size_limit.clone()),
+            dind,
             volumes,
             work,
             externals,

@@ -60,6 +60,16 @@ pub enum BadReview {
 
 /// Reviews one AdmissionReview body.
 pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
+    review_with(engine, body, |_| None)
+}
+
+/// [`review`], with the default profile each namespace names
+/// (`namespaceProfiles`; the server's watched cache answers).
+pub fn review_with(
+    engine: &Engine,
+    body: &[u8],
+    namespace_profile: impl Fn(&str) -> Option<String>,
+) -> Result<Answer, BadReview> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| BadReview::NotJson(e.to_string()))?;
     let (api_version, request, uid) = envelope(&doc)?;
     let object = request.get("object").filter(|o| !o.is_null());
@@ -71,7 +81,8 @@ pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
             // dryRun requests are answered exactly like real ones: no side effects.
-            decide(engine, pod)
+            let profile = namespace_profile(&subject.namespace);
+            decide(engine, pod, profile.as_deref())
         }
         Err(unhandled) => unhandled,
     };
@@ -142,7 +153,7 @@ fn pod_to_review<'a>(
 
 /// The engine's decision as an answer. An engine bug is answered
 /// `allowed: false` with code 500 and a message asking to report it.
-fn decide(engine: &Engine, pod: &Value) -> (Reply, Outcome) {
+fn decide(engine: &Engine, pod: &Value, namespace_profile: Option<&str>) -> (Reply, Outcome) {
     let bug = |what: String| {
         let message = format!("dind-injector: {what}; please report it");
         (
@@ -150,7 +161,7 @@ fn decide(engine: &Engine, pod: &Value) -> (Reply, Outcome) {
             Outcome::Error(ErrorReason::Internal),
         )
     };
-    match engine.review(pod) {
+    match engine.review_in(pod, namespace_profile) {
         Ok(Decision::Inject(injection)) => match serde_json::to_vec(&injection.patch) {
             Ok(patch) => (Reply::Patch(patch, injection.warnings), Outcome::Injected),
             Err(e) => bug(format!("cannot encode the patch: {e}")),

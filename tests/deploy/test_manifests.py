@@ -138,6 +138,29 @@ VALUE_SETS = {
     "tests-off": {"tests": {"enabled": False}},
     "single-replica": {"replicaCount": 1},
     "webhook-port": {"server": {"port": 10250}, "metrics": {"port": 8080}},
+    "profiles": {
+        "config": {
+            "namespaceProfiles": True,
+            "dind": {"registryCertificates": [{"registry": "registry.ci.example:5000", "configMap": "registry-ca"}]},
+            "profiles": {
+                "big-builds": {
+                    "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
+                    "storage": {"type": "ephemeral", "storageClassName": "fast-ssd"},
+                    "storageSizeLimit": "100Gi",
+                    "daemonConfig": {"configMap": "docker-daemon"},
+                    "env": [{"name": "DOCKER_BUILDKIT", "value": "1"}],
+                    "extraMounts": [{"mountPath": "/etc/ci", "readOnly": True, "volume": {"configMap": {"name": "ci"}}}],
+                },
+                "in-memory": {"storage": {"medium": "Memory"}, "storageSizeLimit": "8Gi"},
+            },
+            "defaultProfile": "in-memory",
+        },
+        "dockerSettings": {
+            "namespaces": ["ci-a", "ci-b"],
+            "daemonConfigs": {"docker-daemon": {"max-concurrent-downloads": 6, "features": {"buildkit": True}}},
+            "registryCAs": {"registry-ca": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+        },
+    },
 }
 
 # delivery: policy (admission policies, no webhook objects), rendered and
@@ -178,6 +201,16 @@ def dev_manifests(tmp_path_factory) -> pathlib.Path:
                 "--san", "dind-injector.dind-injector.svc", "--san", "dind-injector.dind-injector.svc.cluster.local"])
     assert proc.returncode == 0, proc.stderr
     return tree
+
+
+def with_component(dev_manifests: pathlib.Path, overlay_name: str, resource: str, component: str) -> list:
+    """`kustomize build` of a new overlay: `resource` with one of components/."""
+    overlay = dev_manifests / "overlays" / overlay_name
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [resource], "components": [f"../../components/{component}"]}))
+    return kustomize(overlay)
 
 
 KUSTOMIZATIONS = ["base", "overlays/cert-manager", "overlays/dev"]
@@ -270,6 +303,20 @@ BAD_VALUES = {
     "regenerate (now regenerateToken)": {"certificates": {"regenerate": True}},
     "webhook port 0": {"server": {"port": 0}},
     "policy rendering not text": {"policy": {"rendered": ["x"]}},
+    "profile name": {"config": {"profiles": {"Big": {}}}},
+    "profile field": {"config": {"profiles": {"big": {"imagee": "x"}}}},
+    "profile quantity": {"config": {"profiles": {"big": {"storageSizeLimit": "20GB"}}}},
+    "storage type": {"config": {"dind": {"storage": {"type": "pvc"}}}},
+    "storage medium": {"config": {"dind": {"storage": {"medium": "Disk"}}}},
+    "registry CA source": {"config": {"dind": {"registryCertificates": [
+        {"registry": "r.example", "configMap": "a", "secret": "b"}]}}},
+    "registry with scheme": {"config": {"dind": {"registryCertificates": [
+        {"registry": "https://r.example", "configMap": "a"}]}}},
+    "extra mount volume": {"config": {"dind": {"extraMounts": [
+        {"mountPath": "/x", "volume": {"emptyDir": {}, "hostPath": {"path": "/y"}}}]}}},
+    "namespaceProfiles": {"config": {"namespaceProfiles": "yes"}},
+    "registry CA not PEM": {"dockerSettings": {"registryCAs": {"ca": "not a certificate"}}},
+    "docker settings namespace": {"dockerSettings": {"namespaces": ["CI"]}},
 }
 
 
@@ -540,6 +587,8 @@ def test_deployment(name, rendered):
 def test_rbac_is_exactly_what_auto_detection_needs(name, rendered):
     objs, ns = rendered[name], namespace_of(name)
     assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
+    # config.namespaceProfiles adds its own pair (test_namespace_profiles_rbac).
+    objs = [o for o in objs if not o["metadata"]["name"].endswith("-namespaces")]
     role = one(objs, "ClusterRole")
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
@@ -729,12 +778,7 @@ def test_dev_overlay_ca_bundle_is_the_dev_ca(rendered, dev_manifests):
 
 
 def test_no_match_conditions_component(dev_manifests):
-    overlay = dev_manifests / "overlays" / "old-cluster"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": ["../cert-manager"], "components": ["../../components/no-match-conditions"]}))
-    objs = kustomize(overlay)
+    objs = with_component(dev_manifests, "old-cluster", "../cert-manager", "no-match-conditions")
     mwc = one(objs, "MutatingWebhookConfiguration")
     assert "matchConditions" not in mwc["webhooks"][0]
     assert mwc["webhooks"][0]["objectSelector"] == {"matchLabels": {"runner": "true"}}
@@ -806,12 +850,7 @@ def test_dashboard():
 def test_policy_delivery_component(dev_manifests):
     """components/policy-delivery: the four admission policies and none of
     the webhook's objects (no Deployment, Service, certificates, config)."""
-    overlay = dev_manifests / "overlays" / "policy"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": ["../../base"], "components": ["../../components/policy-delivery"]}))
-    objs = kustomize(overlay)
+    objs = with_component(dev_manifests, "policy", "../../base", "policy-delivery")
     assert sorted(o["kind"] for o in objs) == [
         "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
@@ -1207,3 +1246,61 @@ def test_chart_metadata():
                       "dind": values["config"]["dind"]["image"]}
     proc = run([tool("HELM"), "show", "readme", str(CHART)])
     assert proc.returncode == 0 and "| `delivery` |" in proc.stdout, proc.stderr
+# --- Docker settings per workload ---------------------------------------------------
+
+
+def docker_settings(objs: list) -> dict:
+    return {(o["metadata"]["namespace"], o["metadata"]["name"]): o["data"] for o in objs
+            if o["kind"] == "ConfigMap" and get(o, "metadata.labels", {}).get("app.kubernetes.io/component") == "docker-settings"}
+
+
+def test_docker_settings_configmaps_in_every_runner_namespace(rendered):
+    values = VALUE_SETS["profiles"]["dockerSettings"]
+    cms = docker_settings(rendered["helm:profiles"])
+    assert set(cms) == {(ns, n) for ns in values["namespaces"] for n in ("docker-daemon", "registry-ca")}
+    for ns in values["namespaces"]:
+        assert json.loads(cms[(ns, "docker-daemon")]["daemon.json"]) == values["daemonConfigs"]["docker-daemon"]
+        assert cms[(ns, "registry-ca")]["ca.crt"] == values["registryCAs"]["registry-ca"]
+    assert docker_settings(rendered["helm:defaults"]) == {}
+
+
+def test_profiles_reach_the_binary(rendered, tmp_path):
+    """The rendered profiles are the binary's: a pod annotated with one gets
+    its settings, the default profile applies to the others."""
+    config = rendered_config(rendered["helm:profiles"])
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    job = yaml.safe_load((ROOT / "examples" / "runner-job.yaml").read_text())
+    job["spec"]["template"].setdefault("metadata", {}).setdefault("annotations", {})["dind-injector.io/profile"] = "big-builds"
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job))
+    for source, storage in ((job_file, "ephemeral"), (ROOT / "examples" / "runner-job.yaml", "emptyDir")):
+        proc = run([tool("DIND_INJECTOR"), "inject", "--config", str(config_file), "-f", str(source)])
+        assert proc.returncode == 0, proc.stderr
+        pod = load_all(proc.stdout)[0]["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "dind-storage")
+        assert storage in volume, volume
+
+
+def test_namespace_profiles_rbac(rendered):
+    objs = rendered["helm:profiles"]
+    roles = [o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"].endswith("-namespaces")]
+    assert len(roles) == 1
+    assert roles[0]["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]
+    binding = next(o for o in objs if o["kind"] == "ClusterRoleBinding" and o["metadata"]["name"] == roles[0]["metadata"]["name"])
+    assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one(objs, "ServiceAccount")["metadata"]["name"],
+                                    "namespace": RELEASE_NS}]
+    for name in ALL:
+        if name != "helm:profiles":
+            assert not [o for o in rendered[name] if o["metadata"]["name"].endswith("-namespaces")], name
+
+
+def test_namespace_profiles_component(dev_manifests):
+    objs = with_component(dev_manifests, "namespace-profiles", "../../base", "namespace-profiles")
+    role = next(o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "dind-injector-namespaces")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]
+    binding = next(o for o in objs if o["kind"] == "ClusterRoleBinding" and o["metadata"]["name"] == "dind-injector-namespaces")
+    sa = one(objs, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": sa["metadata"]["namespace"]}]

@@ -71,6 +71,11 @@ impl Injector {
         Ok(std::fs::read_to_string(self.certs.join("ca.crt"))?)
     }
 
+    /// The config file `serve` reads at its next start; the one it had.
+    pub fn set_config(&mut self, config: &Path) -> PathBuf {
+        std::mem::replace(&mut self.config, config.to_path_buf())
+    }
+
     pub fn url(&self) -> String {
         format!("https://{}/mutate", self.addr)
     }

@@ -25,6 +25,7 @@ mod pki;
 mod pods;
 mod policy;
 mod procs;
+mod profiles;
 mod runs;
 mod sandbox;
 mod scenarios;
@@ -165,6 +166,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         on_node::node_killed_runner_ends_pod,
         on_node::node_unlabelled_pod_runs_untouched,
         helm::helm_install_upgrade_uninstall,
+        profiles::node_profiles_take_effect,
     ];
     let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
     let selected: Vec<(&str, Scenario)> = all

@@ -22,8 +22,8 @@ use crate::scenarios::runners;
 use crate::{Env, RUNNERS};
 
 /// A pod on this node starts in seconds; a minute means it is stuck.
-const RUN: Duration = Duration::from_secs(90);
-const RUNNER: &str = "runner";
+pub(crate) const RUN: Duration = Duration::from_secs(90);
+pub(crate) const RUNNER: &str = "runner";
 const DIND: &str = dind_injector::contract::container::DIND;
 
 /// A Job's work: load an image from a tarball in the work directory, run it
@@ -35,7 +35,13 @@ const DOCKER_JOB: &str = "load_job_image > /dev/null \
 
 /// A runner pod template for the node: the e2e runner image and its run.sh,
 /// the mode by annotation, run.sh's behaviour from `vars`.
-fn template(env: &Env, mode: Mode, labels: Value, vars: &[(&str, &str)], limits: Value) -> Value {
+pub(crate) fn template(
+    env: &Env,
+    mode: Mode,
+    labels: Value,
+    vars: &[(&str, &str)],
+    limits: Value,
+) -> Value {
     let env_list: Vec<Value> = vars
         .iter()
         .map(|(k, v)| json!({"name": k, "value": v}))
@@ -59,12 +65,12 @@ fn template(env: &Env, mode: Mode, labels: Value, vars: &[(&str, &str)], limits:
     })
 }
 
-fn runner_labels(run: &str) -> Value {
+pub(crate) fn runner_labels(run: &str) -> Value {
     json!({"runner": "true", "e2e-run": run})
 }
 
 /// The one pod with `e2e-run=<run>`, once it exists.
-async fn pod_of(api: &Api<Pod>, run: &str) -> Result<String> {
+pub(crate) async fn pod_of(api: &Api<Pod>, run: &str) -> Result<String> {
     crate::procs::eventually(&format!("the pod of {run}"), RUN, || {
         let api = api.clone();
         async move {
@@ -79,7 +85,7 @@ async fn pod_of(api: &Api<Pod>, run: &str) -> Result<String> {
 
 /// The pod has ended and none of its containers runs any more (a native
 /// sidecar still stopping would show as running).
-fn terminal(rec: &Recording) -> bool {
+pub(crate) fn terminal(rec: &Recording) -> bool {
     matches!(rec.phase(), "Succeeded" | "Failed") && rec.running().is_empty()
 }
 
@@ -89,7 +95,7 @@ fn secs(from: f64, to: f64) -> String {
 }
 
 /// When the Job `name` was seen with `condition` true.
-async fn job_condition(jobs: &Api<Job>, name: &str, condition: &str) -> Result<f64> {
+pub(crate) async fn job_condition(jobs: &Api<Job>, name: &str, condition: &str) -> Result<f64> {
     crate::procs::eventually(&format!("Job {name}: {condition}"), RUN, || async move {
         let job = jobs.get(name).await?;
         let done = job

@@ -19,13 +19,15 @@
 mod cel;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::build;
-use super::config::{Config, ConfigError, SidecarMode, MAX_SECONDS};
+use super::config::{Config, ConfigError, DindConfig, SidecarMode, MAX_SECONDS};
 use super::plan::{Shape, SharedDir};
+use super::profile::Profiles;
 use super::Mode;
 use crate::contract::{self, annotation, container, ANNOTATION_PREFIX};
 use cel::{literal, literal_with, string, strings, Holes};
@@ -48,6 +50,11 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("cannot build the injected objects: {0}")]
     Build(#[from] serde_json::Error),
+    #[error(
+        "config field namespaceProfiles: admission policies cannot read a namespace's profile; \
+         set it to false for the policy delivery (pods get defaultProfile), or use the webhook"
+    )]
+    NamespaceProfiles,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,12 +123,17 @@ pub fn mode(config: &Config) -> Mode {
 /// ValidatingAdmissionPolicy and its binding.
 pub fn render(config: &Config) -> Result<Vec<Value>, Error> {
     config.validate()?;
+    if config.namespace_profiles {
+        return Err(Error::NamespaceProfiles);
+    }
+    let profiles = Profiles::new(config)?;
+    let dind = profiles.default_profile();
     let mode = mode(config);
     let metadata = json!({
         "name": NAME,
         "annotations": {contract::POLICY_CONFIG_ANNOTATION: provenance(config, mode)?},
     });
-    let rules = Rules::new(config, mode);
+    let rules = Rules::new(config, dind, mode);
     let match_constraints = json!({
         "resourceRules": [{
             "apiGroups": [""], "apiVersions": ["v1"],
@@ -151,7 +163,7 @@ pub fn render(config: &Config) -> Result<Vec<Value>, Error> {
             "matchConstraints": match_constraints,
             "matchConditions": mutating_conditions,
             "variables": variables(config, mode),
-            "mutations": mutations(config, mode)?,
+            "mutations": mutations(config, dind, mode)?,
             "failurePolicy": "Fail",
             "reinvocationPolicy": "IfNeeded",
         },
@@ -339,7 +351,7 @@ struct Rules {
 }
 
 impl Rules {
-    fn new(config: &Config, mode: Mode) -> Self {
+    fn new(config: &Config, dind: &Arc<DindConfig>, mode: Mode) -> Self {
         let ours = strings(&[container::DIND, container::INIT, container::EXTERNALS]);
         let skips = vec![
             (
@@ -517,7 +529,7 @@ impl Rules {
                  \", which dind-injector needs for Docker's client certificates, coordination and helper binary\""
             ),
         });
-        let names = strings(&volume_names(config));
+        let names = strings(&volume_names(config, dind));
         denials.push(Denial {
             check: (
                 "volume-names-free",
@@ -589,18 +601,17 @@ const UNSUPPORTED: &[&str] = &[
     annotation::STORAGE_SIZE_LIMIT,
     annotation::WORK_DIR,
     annotation::EXTERNALS_DIR,
+    annotation::PROFILE,
+    annotation::CPU_REQUEST,
+    annotation::CPU_LIMIT,
+    annotation::MEMORY_REQUEST,
+    annotation::MEMORY_LIMIT,
 ];
 
 /// The names of the volumes the injection adds (never renamed by the policy).
-fn volume_names(config: &Config) -> Vec<String> {
-    let shape = &Shape::defaults(config)[0];
-    let v = &shape.volumes;
-    let mut names = vec![
-        v.certs.clone(),
-        v.storage.clone(),
-        v.run.clone(),
-        v.bin.clone(),
-    ];
+fn volume_names(config: &Config, dind: &Arc<DindConfig>) -> Vec<String> {
+    let shape = &Shape::defaults(config, dind)[0];
+    let mut names: Vec<String> = shape.volumes.all().cloned().collect();
     for dir in shape.shared_dirs() {
         if let SharedDir::Added { volume, .. } = dir {
             names.push(volume.clone());
@@ -670,9 +681,9 @@ fn append(has: &str, path: &str, items: &str) -> String {
     )
 }
 
-fn mutations(config: &Config, mode: Mode) -> Result<Vec<Value>, Error> {
+fn mutations(config: &Config, dind: &Arc<DindConfig>, mode: Mode) -> Result<Vec<Value>, Error> {
     let native = mode == Mode::Native;
-    let shapes = Shape::defaults(config);
+    let shapes = Shape::defaults(config, dind);
     // Shape::defaults: classic supervised, classic standalone, native.
     let (main, standalone) = if native {
         (&shapes[2], &shapes[2])
@@ -846,6 +857,39 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    /// The policy cannot read namespaces: it refuses the config rather
+    /// than give every pod the default profile silently.
+    #[test]
+    fn namespace_profiles_are_refused_by_name() {
+        let config = Config {
+            namespace_profiles: true,
+            ..Config::default()
+        };
+        let err = render(&config).unwrap_err().to_string();
+        assert!(err.starts_with("config field namespaceProfiles:"), "{err}");
+    }
+
+    /// Every pod gets the default profile, whatever it adds (here a
+    /// daemon.json), and the volume-name check knows the added names.
+    #[test]
+    fn the_default_profile_is_what_is_rendered() {
+        let config = Config::from_yaml(
+            "profiles:\n  tuned:\n    daemonConfig: {configMap: docker}\ndefaultProfile: tuned\n",
+        )
+        .unwrap();
+        let text = to_yaml(&render(&config).unwrap()).unwrap();
+        assert!(
+            text.contains("/etc/docker/daemon.json"),
+            "no daemon.json mount"
+        );
+        assert!(
+            text.contains(r#""dind-injector-bin", "dind-daemon-config""#),
+            "volume-names-free lacks it"
+        );
+        let default = to_yaml(&render(&Config::default()).unwrap()).unwrap();
+        assert!(!default.contains("daemon.json"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod autodetect;
 pub mod listener;
 mod logging;
 pub mod metrics;
+pub mod namespaces;
 pub mod routes;
 pub mod server;
 pub mod tls;

@@ -12,12 +12,15 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::metrics::Metrics;
+use super::namespaces::NamespaceProfiles;
 use super::server::{EngineHandle, Readiness};
 use crate::webhook::admission;
 use crate::webhook::outcome::{ErrorReason, Outcome};
 
 pub struct AppState {
     pub engine: Arc<EngineHandle>,
+    /// The namespaces' default profiles, when `namespaceProfiles` is on.
+    pub namespaces: Option<Arc<NamespaceProfiles>>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub max_body_bytes: usize,
@@ -88,7 +91,8 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Err(refusal) => return refusal.respond(&state),
     };
     let reviewed_at = Instant::now();
-    let answer = match admission::review(&state.engine.get(), &bytes) {
+    let namespace_profile = |ns: &str| state.namespaces.as_ref().and_then(|n| n.get(ns));
+    let answer = match admission::review_with(&state.engine.get(), &bytes, namespace_profile) {
         Ok(answer) => answer,
         Err(bad) => {
             let status = StatusCode::BAD_REQUEST;

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{autodetect, listener, metrics, routes, tls};
+use super::{autodetect, listener, metrics, namespaces, routes, tls};
 use crate::engine::config::SidecarMode;
 use crate::engine::{Engine, Mode};
 
@@ -112,8 +112,11 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
 
     let readiness = Readiness::new(metrics.clone());
     let configured = engine.config().sidecar_mode;
+    let namespace_profiles = engine.config().namespace_profiles;
     let engine = Arc::new(EngineHandle::new(engine));
+    let namespaces = namespace_profiles.then(Arc::default);
     let app = routes::router(Arc::new(routes::AppState {
+        namespaces: namespaces.clone(),
         engine: engine.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
@@ -130,6 +133,10 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
         background.until_done(),
     )
     .await;
+    let namespace_watch = match namespaces {
+        Some(cache) => Some(start_namespace_watch(cache, background.until_done()).await),
+        None => None,
+    };
 
     readiness.set(true);
     tracing::info!(%addr, %metrics_addr, not_after = ?store.not_after(), "serving");
@@ -149,7 +156,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     )
     .await;
 
-    background.stop(detection).await;
+    background.stop(detection, namespace_watch).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -194,11 +201,11 @@ impl Background {
         done_signal(self.done.subscribe())
     }
 
-    async fn stop(self, detection: Option<JoinHandle<()>>) {
+    async fn stop(self, detection: Option<JoinHandle<()>>, namespaces: Option<JoinHandle<()>>) {
         let _ = self.done.send(true);
         let _ = self.watcher.await;
-        if let Some(detection) = detection {
-            let _ = detection.await;
+        for task in [detection, namespaces].into_iter().flatten() {
+            let _ = task.await;
         }
         match self.metrics.await {
             Ok(Ok(())) => {}
@@ -259,6 +266,24 @@ async fn start_detection(
         );
     }
     Some(task)
+}
+
+/// Starts the namespace cache (`namespaceProfiles`) and returns once it
+/// holds a complete list. Unbounded, on purpose: a review answered before
+/// then could give a pod the wrong profile (without its registry CA, say),
+/// and the webhook's `failurePolicy: Fail` makes "not answering yet" the
+/// safe state. The webhook port is bound, but not served, meanwhile; the
+/// log says why every time the reason changes.
+async fn start_namespace_watch(
+    cache: Arc<namespaces::NamespaceProfiles>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let (synced, first_list) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(namespaces::run(cache, synced, stop));
+    tracing::info!("namespaceProfiles: waiting for the first list of namespaces");
+    // The sender is dropped without a list only when the task stopped.
+    let _ = first_list.await;
+    task
 }
 
 /// Resolves on SIGTERM or SIGINT, after readiness went false and `delay`
