@@ -249,7 +249,7 @@ impl Engine {
                 build::supervised_command(plan.drain_timeout, plan.docker_wait, config, command);
             r.set(&at, "command", json!(supervised))?;
         }
-        r.extend(&at, "env", build::runner_env(&plan.env_kept)?)?;
+        r.extend(&at, "env", build::runner_env(&plan.env_kept, shape)?)?;
         r.extend(&at, "volumeMounts", parts.runner_mounts)?;
 
         if let Some(dind) = dind {

@@ -16,6 +16,9 @@ use crate::contract::{annotation, volume};
 use crate::contract::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
 use crate::engine::config::{max_drain, Config, STOP_MARGIN_SECONDS};
 
+/// The runner container's usual name (the one [`runner_index`] prefers).
+const DEFAULT_RUNNER: &str = "runner";
+
 /// Kubernetes' default when a pod does not set `terminationGracePeriodSeconds`.
 const KUBERNETES_DEFAULT_GRACE: i64 = 30;
 
@@ -46,9 +49,8 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
     pub native: bool,
-    /// The sidecar must not wait for a runner that never writes `runner.pid`
-    /// (no supervisor), nor in native mode (the kubelet orders the stop).
-    pub standalone_sidecar: bool,
+    /// How the sidecar learns that the runner has ended.
+    pub sidecar: SidecarRole,
     /// How long Docker may take to come up (the native postStart hook's bound).
     pub docker_wait_budget: u32,
     pub storage_size_limit: Option<String>,
@@ -63,7 +65,10 @@ impl Shape {
     }
 
     /// The shapes of pods that collide with none of our names and set no
-    /// override: classic with the supervisor, classic without, native.
+    /// override: classic with the supervisor, classic standalone (the
+    /// policy delivery's unsupervised runner), native, and classic watching
+    /// an unsupervised runner named `runner`. The policy delivery reads the
+    /// first three by position.
     pub fn defaults(config: &Config) -> Vec<Shape> {
         let dir = |path: &Option<String>, volume: &str| {
             path.clone().map(|path| SharedDir::Added {
@@ -71,24 +76,44 @@ impl Shape {
                 path,
             })
         };
-        [(false, false), (false, true), (true, true)]
-            .into_iter()
-            .map(|(native, standalone_sidecar)| Shape {
-                native,
-                standalone_sidecar,
-                docker_wait_budget: config.runner.docker_wait_seconds,
-                storage_size_limit: config.dind.storage_size_limit.clone(),
-                volumes: VolumeNames {
-                    certs: volume::CERTS.into(),
-                    storage: volume::STORAGE.into(),
-                    run: volume::RUN.into(),
-                    bin: volume::BIN.into(),
-                },
-                work: dir(&config.runner.work_dir, volume::WORK),
-                externals: dir(&config.runner.externals_dir, volume::EXTERNALS),
-            })
-            .collect()
+        let watch = SidecarRole::WatchRunner(DEFAULT_RUNNER.into());
+        [
+            (false, SidecarRole::Protocol),
+            (false, SidecarRole::Standalone),
+            (true, SidecarRole::Standalone),
+            (false, watch),
+        ]
+        .into_iter()
+        .map(|(native, sidecar)| Shape {
+            native,
+            sidecar,
+            docker_wait_budget: config.runner.docker_wait_seconds,
+            storage_size_limit: config.dind.storage_size_limit.clone(),
+            volumes: VolumeNames {
+                certs: volume::CERTS.into(),
+                storage: volume::STORAGE.into(),
+                run: volume::RUN.into(),
+                bin: volume::BIN.into(),
+            },
+            work: dir(&config.runner.work_dir, volume::WORK),
+            externals: dir(&config.runner.externals_dir, volume::EXTERNALS),
+        })
+        .collect()
     }
+}
+
+/// How the sidecar learns that the runner has ended (see `inpod::sidecar`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SidecarRole {
+    /// Classic mode, supervised runner: the run directory's protocol.
+    Protocol,
+    /// Classic mode, unsupervised runner (no command known): the runner
+    /// container (this name) is found by its marker variable and watched by
+    /// its cgroup, so the daemon stops and the pod completes when it ends.
+    WatchRunner(String),
+    /// Native mode (the kubelet stops the sidecar after the runner), or the
+    /// policy delivery's unsupervised runner: nothing to wait for.
+    Standalone,
 }
 
 /// Names of the volumes the engine adds, unique within the pod.
@@ -170,10 +195,7 @@ pub fn plan(
 
     let wrapped_command = wrapped_command(runner, config, &overrides);
     if wrapped_command.is_none() {
-        warnings.push(format!(
-            "container {runner_name:?} has no command: set annotation {} for drain and clean stop",
-            annotation::ENTRYPOINT
-        ));
+        warnings.push(unsupervised_warning(runner_name, native));
     }
     let grace = Grace::resolve(pod, config, &overrides);
     let drain_timeout = drain_timeout(config, &overrides, grace.effective)?;
@@ -182,11 +204,16 @@ pub fn plan(
         .unwrap_or(config.runner.docker_wait_seconds);
 
     // The lifecycle protocol runs only between a supervisor and a classic
-    // sidecar; it needs the PID namespace shared (hostPID shares it already).
-    let coordinated = !native && wrapped_command.is_some();
-    let set_share_process_namespace = coordinated
-        && !pod::spec_bool(pod, "hostPID")
-        && !pod::spec_bool(pod, "shareProcessNamespace");
+    // sidecar; without a supervisor the classic sidecar watches the runner
+    // container's processes. Both need the PID namespace shared (hostPID
+    // shares it already).
+    let sidecar = match (native, &wrapped_command) {
+        (true, _) => SidecarRole::Standalone,
+        (false, Some(_)) => SidecarRole::Protocol,
+        (false, None) => SidecarRole::WatchRunner(runner_name.to_string()),
+    };
+    let set_share_process_namespace =
+        !native && !pod::spec_bool(pod, "hostPID") && !pod::spec_bool(pod, "shareProcessNamespace");
 
     let mut names = NameAllocator::new(pod::volume_names(pod));
     let volumes = VolumeNames::allocate(&mut names);
@@ -207,7 +234,7 @@ pub fn plan(
     Ok(Plan {
         shape: Shape {
             native,
-            standalone_sidecar: !coordinated,
+            sidecar,
             docker_wait_budget,
             storage_size_limit: overrides
                 .storage_size_limit
@@ -229,13 +256,28 @@ pub fn plan(
     })
 }
 
+/// What a pod whose runner's command is unknown loses, and how to get it back.
+fn unsupervised_warning(runner: &str, native: bool) -> String {
+    let stop = if native {
+        "the kubelet stops Docker after it"
+    } else {
+        "Docker stops once its container's processes have ended"
+    };
+    format!(
+        "container {runner:?} has no command, so it is not supervised: {stop}, but a \
+         scale-down does not drain its job, SIGTERM is not turned into SIGINT, it may start \
+         before Docker answers and its exit code is not recorded; set annotation {} to get them",
+        annotation::ENTRYPOINT
+    )
+}
+
 /// The annotated container, else the one named `runner`, else the first.
 fn runner_index(pod: &Value, wanted: Option<&str>) -> Result<usize, Denial> {
     let containers = pod::containers(pod, ContainerList::Containers);
     let Some(wanted) = wanted else {
         return Ok(containers
             .iter()
-            .position(|c| pod::name(c) == "runner")
+            .position(|c| pod::name(c) == DEFAULT_RUNNER)
             .unwrap_or(0));
     };
     containers

@@ -656,7 +656,8 @@ fn append(has: &str, path: &str, items: &str) -> String {
 fn mutations(config: &Config, mode: Mode) -> Result<Vec<Value>, Error> {
     let native = mode == Mode::Native;
     let shapes = Shape::defaults(config);
-    // Shape::defaults: classic supervised, classic standalone, native.
+    // Shape::defaults: classic supervised, classic standalone, native (then
+    // classic watching, which needs what the policy cannot add: a marker).
     let (main, standalone) = if native {
         (&shapes[2], &shapes[2])
     } else {
@@ -737,7 +738,7 @@ fn mutations(config: &Config, mode: Mode) -> Result<Vec<Value>, Error> {
     )));
 
     let env = literal(
-        &Value::Array(build::runner_env(&[])?),
+        &Value::Array(build::runner_env(&[], main)?),
         "Object.spec.containers.env",
     );
     let env = format!(
