@@ -9,6 +9,7 @@
 mod build;
 pub mod config;
 pub mod deny;
+pub mod entrypoint;
 pub mod image;
 pub mod inject;
 pub mod overrides;
@@ -26,6 +27,8 @@ use serde_json::{json, Map, Value};
 use crate::contract::{self, annotation};
 use crate::engine::config::{Config, ConfigError, SidecarMode};
 pub use deny::{Denial, DenyReason};
+pub use entrypoint::{CommandSource, ImageCommand, Platform, Query};
+pub use plan::Lookup;
 pub use overrides::AnnotationError;
 pub use patch::EngineBug;
 use plan::{Plan, SharedDir};
@@ -82,6 +85,10 @@ pub struct Injection {
     /// The change to the reviewed pod: only `add`, plus `replace` of the
     /// fields in [`patch::REPLACEABLE`].
     pub patch: Patch,
+    /// How the runner's command was found.
+    pub command_source: CommandSource,
+    /// The image lookup that would have found it, when nothing knew it.
+    pub unresolved: Option<Query>,
     pub warnings: Vec<String>,
     pub mode: Mode,
 }
@@ -148,6 +155,12 @@ impl Engine {
 
     /// Decides for one pod. `Err` only for a bug in the engine itself.
     pub fn review(&self, pod: &Value) -> Result<Decision, EngineBug> {
+        self.review_with(pod, &|_| None)
+    }
+
+    /// [`Engine::review`] with what the caller knows about images'
+    /// commands (a runner without a command runs its image's).
+    pub fn review_with(&self, pod: &Value, lookup: &Lookup<'_>) -> Result<Decision, EngineBug> {
         let skip = |reason, warning: Option<String>| Ok(Decision::Skip { reason, warning });
         let deny = |Denial { reason, message }| Ok(Decision::Deny { reason, message });
         let bad_annotation =
@@ -197,7 +210,7 @@ impl Engine {
                 annotation::INJECT
             )));
         }
-        let plan = match plan::plan(pod, &self.config, overrides, self.auto_mode) {
+        let plan = match plan::plan(pod, &self.config, overrides, self.auto_mode, lookup) {
             Ok(plan) => plan,
             Err(denial) => return deny(denial),
         };
@@ -249,6 +262,9 @@ impl Engine {
                 build::supervised_command(plan.drain_timeout, plan.docker_wait, config, command);
             r.set(&at, "command", json!(supervised))?;
         }
+        if let Some(args) = &plan.added_args {
+            r.set(&at, "args", json!(args))?;
+        }
         r.extend(&at, "env", build::runner_env(&plan.env_kept, shape)?)?;
         r.extend(&at, "volumeMounts", parts.runner_mounts)?;
 
@@ -264,6 +280,8 @@ impl Engine {
 
         Ok(Injection {
             patch: r.finish(),
+            command_source: plan.command_source,
+            unresolved: plan.unresolved,
             warnings: plan.warnings,
             mode: if shape.native {
                 Mode::Native
@@ -323,6 +341,7 @@ mod tests {
                 engine.config(),
                 overrides,
                 Mode::Classic,
+                &|_| None,
             )
             .unwrap()
             .shape;

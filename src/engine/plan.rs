@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use super::entrypoint::{self, CommandSource, ImageCommand, Query};
 use super::overrides::Overrides;
 use super::pod::{self, ContainerList};
 use super::{Denial, DenyReason, Mode};
@@ -27,8 +28,16 @@ pub struct Plan {
     pub shape: Shape,
     pub runner_index: usize,
     /// What the supervisor wraps; `None` when the runner's command is unknown
-    /// (image ENTRYPOINT, no known entrypoint, no annotation).
+    /// (image ENTRYPOINT, no known entrypoint, no annotation, no registry answer).
     pub wrapped_command: Option<Vec<String>>,
+    /// `args` to add: the image's CMD, when the command came from the
+    /// registry and the pod has no args of its own.
+    pub added_args: Option<Vec<String>>,
+    /// How the command was found.
+    pub command_source: CommandSource,
+    /// What the caller could look up for the next pod: set when the command
+    /// had to come from the image and the lookup knew nothing.
+    pub unresolved: Option<Query>,
     pub set_share_process_namespace: bool,
     /// New `terminationGracePeriodSeconds`, when the pod's is too short.
     pub raise_grace_to: Option<u32>,
@@ -180,6 +189,7 @@ pub fn plan(
     config: &Config,
     overrides: Overrides,
     auto_mode: Mode,
+    lookup: &Lookup<'_>,
 ) -> Result<Plan, Denial> {
     let mut warnings = Vec::new();
     let mode = Mode::resolve(
@@ -193,9 +203,14 @@ pub fn plan(
     let runner_name = pod::name(runner);
     check_reserved_mounts(runner)?;
 
-    let wrapped_command = wrapped_command(runner, config, &overrides);
+    let Command {
+        wrapped: wrapped_command,
+        added_args,
+        source: command_source,
+        unresolved,
+    } = command(pod, runner, config, &overrides, lookup);
     if wrapped_command.is_none() {
-        warnings.push(unsupervised_warning(runner_name, native));
+        warnings.push(unsupervised_warning(runner_name));
     }
     let grace = Grace::resolve(pod, config, &overrides);
     let drain_timeout = drain_timeout(config, &overrides, grace.effective)?;
@@ -245,6 +260,9 @@ pub fn plan(
         },
         runner_index,
         wrapped_command,
+        added_args,
+        command_source,
+        unresolved,
         set_share_process_namespace,
         raise_grace_to: grace.raise_to,
         drain_timeout,
@@ -256,17 +274,11 @@ pub fn plan(
     })
 }
 
-/// What a pod whose runner's command is unknown loses, and how to get it back.
-fn unsupervised_warning(runner: &str, native: bool) -> String {
-    let stop = if native {
-        "the kubelet stops Docker after it"
-    } else {
-        "Docker stops once its container's processes have ended"
-    };
+/// What a pod whose runner's command is unknown loses, and how to get it
+/// back. Short: the apiserver drops warnings over 120 characters.
+fn unsupervised_warning(runner: &str) -> String {
     format!(
-        "container {runner:?} has no command, so it is not supervised: {stop}, but a \
-         scale-down does not drain its job, SIGTERM is not turned into SIGINT, it may start \
-         before Docker answers and its exit code is not recorded; set annotation {} to get them",
+        "runner {runner:?} unsupervised (command unknown): no drain, SIGINT or Docker wait; set {}",
         annotation::ENTRYPOINT
     )
 }
@@ -315,18 +327,61 @@ fn check_reserved_mounts(runner: &Value) -> Result<(), Denial> {
     Ok(())
 }
 
+/// What a caller knows about images' commands (the webhook: its registry
+/// cache; offline: nothing).
+pub type Lookup<'a> = dyn Fn(&Query) -> Option<ImageCommand> + 'a;
+
+/// The runner's command and how it was found.
+struct Command {
+    wrapped: Option<Vec<String>>,
+    added_args: Option<Vec<String>>,
+    source: CommandSource,
+    unresolved: Option<Query>,
+}
+
 /// What the supervisor wraps: the runner's command, else the annotated
-/// entrypoint, else the configured one for its image; `None` if unknown.
-fn wrapped_command(runner: &Value, config: &Config, overrides: &Overrides) -> Option<Vec<String>> {
-    match pod::strings(runner, "command") {
-        Some(cmd) if !cmd.is_empty() => Some(cmd.into_iter().map(String::from).collect()),
-        _ => {
-            let image = runner.get("image").and_then(Value::as_str).unwrap_or("");
-            overrides
-                .entrypoint
-                .clone()
-                .or_else(|| config.entrypoint_for(image).map(<[String]>::to_vec))
-        }
+/// entrypoint, else the configured one for its image, else its image's
+/// ENTRYPOINT and CMD if the caller knows them; `None` if unknown.
+fn command(
+    pod: &Value,
+    runner: &Value,
+    config: &Config,
+    overrides: &Overrides,
+    lookup: &Lookup<'_>,
+) -> Command {
+    let found = |wrapped: Vec<String>, source| Command {
+        wrapped: Some(wrapped),
+        added_args: None,
+        source,
+        unresolved: None,
+    };
+    if let Some(cmd) = pod::strings(runner, "command").filter(|c| !c.is_empty()) {
+        return found(
+            cmd.into_iter().map(String::from).collect(),
+            CommandSource::Spec,
+        );
+    }
+    if let Some(entrypoint) = &overrides.entrypoint {
+        return found(entrypoint.clone(), CommandSource::Annotation);
+    }
+    let image = runner.get("image").and_then(Value::as_str).unwrap_or("");
+    if let Some(known) = config.entrypoint_for(image) {
+        return found(known.to_vec(), CommandSource::KnownImage);
+    }
+    let query = Query::of(pod, runner);
+    // Present, even empty: never replaced (only three fields ever are).
+    let pod_args = runner.get("args").is_some();
+    match lookup(&query).and_then(|image| entrypoint::from_image(&image, pod_args)) {
+        Some((wrapped, added_args)) => Command {
+            added_args,
+            ..found(wrapped, CommandSource::Registry)
+        },
+        None => Command {
+            wrapped: None,
+            added_args: None,
+            source: CommandSource::None,
+            unresolved: Some(query),
+        },
     }
 }
 

@@ -6,4 +6,5 @@ pub mod certs;
 pub mod detect;
 pub mod outcome;
 pub mod pki;
+pub mod registry;
 pub mod serve;

@@ -16,6 +16,7 @@ out=$cache/injector-$key
 ref=localhost/e2e/dind-injector:1
 
 if [ -f "$out/images.txt" ]; then
+  touch "$out"  # in use: kept by the clean-up below
   echo "injector image: $ref (cached: $out)" >&2
   echo "$out"
   exit 0
@@ -30,6 +31,8 @@ rm -rf "$tmp/rootfs"
 echo "injector.tar $ref" > "$tmp/images.txt"
 rm -rf "$out"
 mv "$tmp" "$out"
-find "$cache" -maxdepth 1 -name 'injector-*' ! -name "${out##*/}" -exec rm -rf {} +
+# Not one built in the last hours: another branch's run (with its own
+# binary) may be between this step and its import right now.
+find "$cache" -maxdepth 1 -name 'injector-*' ! -name "${out##*/}" -mmin +240 -exec rm -rf {} +
 echo "injector image: $ref written to $out" >&2
 echo "$out"

@@ -13,11 +13,15 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::metrics::Metrics;
 use super::server::{EngineHandle, Readiness};
+use crate::engine::Query;
 use crate::webhook::admission;
+use crate::webhook::registry::{Resolution, Resolver};
 use crate::webhook::outcome::{ErrorReason, Outcome};
 
 pub struct AppState {
     pub engine: Arc<EngineHandle>,
+    /// Images' ENTRYPOINT and CMD for runners without a command.
+    pub registry: Option<Arc<Resolver>>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub max_body_bytes: usize,
@@ -88,7 +92,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Err(refusal) => return refusal.respond(&state),
     };
     let reviewed_at = Instant::now();
-    let answer = match admission::review(&state.engine.get(), &bytes) {
+    let answer = match reviewed(&state, &bytes).await {
         Ok(answer) => answer,
         Err(bad) => {
             let status = StatusCode::BAD_REQUEST;
@@ -97,6 +101,9 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     };
     let took = reviewed_at.elapsed();
     state.metrics.review(answer.outcome, Some(took));
+    if let Some(source) = answer.command_source {
+        state.metrics.runner_command(source);
+    }
     log_review(&answer, took);
     match serde_json::to_vec(&answer.review) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
@@ -167,6 +174,37 @@ async fn read_json_body(
     }
 }
 
+/// The review, with the runner's command from its image's registry when
+/// the spec has none: the engine reviews with what the cache knows; if it
+/// needed an image the cache did not know, that image is looked up (at
+/// most the budget) and the pod reviewed again if it was found. Only the
+/// first pod of an image per cache period pays for this.
+async fn reviewed(state: &AppState, body: &[u8]) -> Result<admission::Answer, admission::BadReview> {
+    let engine = state.engine.get();
+    let Some(registry) = &state.registry else {
+        return admission::review(&engine, body);
+    };
+    let lookup = |q: &Query| registry.cached(q);
+    let answer = admission::review_with(&engine, body, &lookup)?;
+    let Some(query) = &answer.unresolved else {
+        return Ok(answer);
+    };
+    if registry.cached(query).is_some() || registry.failure(query).is_some() {
+        return Ok(answer);
+    }
+    match registry.resolve(query, &answer.subject.namespace).await {
+        Resolution::Known if registry.cached(query).is_some() => {
+            admission::review_with(&engine, body, &lookup)
+        }
+        Resolution::Known => Ok(answer),
+        Resolution::Pending => {
+            tracing::info!(image = %query.image, uid = %answer.subject.uid,
+                "registry: no answer within the budget; admitted unsupervised, the look-up goes on for the next pod");
+            Ok(answer)
+        }
+    }
+}
+
 /// One line per review: at warn when the user or the operator has to act.
 fn log_review(answer: &admission::Answer, took: Duration) {
     let s = &answer.subject;
@@ -175,7 +213,8 @@ fn log_review(answer: &admission::Answer, took: Duration) {
             tracing::$level!(
                 uid = %s.uid, namespace = %s.namespace, pod = %s.name, owner = %s.owner,
                 dry_run = s.dry_run, decision = answer.outcome.as_str(), reason = answer.outcome.reason(),
-                detail = %answer.detail, duration_us = took.as_micros() as u64, "review"
+                detail = %answer.detail, command_source = answer.command_source.map_or("", |s| s.as_str()),
+                duration_us = took.as_micros() as u64, "review"
             )
         };
     }

@@ -113,8 +113,10 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     let readiness = Readiness::new(metrics.clone());
     let configured = engine.config().sidecar_mode;
     let engine = Arc::new(EngineHandle::new(engine));
+    let registry = crate::webhook::registry::from_config(&engine.get().config().registry).await?;
     let app = routes::router(Arc::new(routes::AppState {
         engine: engine.clone(),
+        registry,
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         max_body_bytes: options.max_body_bytes,
