@@ -384,7 +384,10 @@ impl RegistryConfig {
         if self.cache_entries == 0 || self.cache_entries > 100_000 {
             return Err(invalid(
                 "registry.cacheEntries",
-                format!("{} is out of range: expected 1 to 100000", self.cache_entries),
+                format!(
+                    "{} is out of range: expected 1 to 100000",
+                    self.cache_entries
+                ),
             ));
         }
         check_seconds("registry.cacheTtlSeconds", self.cache_ttl_seconds, 1)?;

@@ -164,7 +164,10 @@ fn pinned(pod: &Value, label: &str) -> Option<String> {
 /// the command to supervise, and the `args` to add when the pod has none
 /// (setting `command` makes the kubelet drop the image's CMD). `None` when
 /// the image names no program at all.
-pub fn from_image(image: &ImageCommand, pod_args: bool) -> Option<(Vec<String>, Option<Vec<String>>)> {
+pub fn from_image(
+    image: &ImageCommand,
+    pod_args: bool,
+) -> Option<(Vec<String>, Option<Vec<String>>)> {
     match (image.entrypoint.is_empty(), pod_args) {
         // The kubelet appends the pod's args to our command, as to the image's.
         (_, true) => Some((image.entrypoint.clone(), None)),
@@ -200,7 +203,10 @@ mod tests {
             from_image(&both, false),
             Some((strings(&["/entry.sh"]), Some(strings(&["--once"]))))
         );
-        assert_eq!(from_image(&both, true), Some((strings(&["/entry.sh"]), None)));
+        assert_eq!(
+            from_image(&both, true),
+            Some((strings(&["/entry.sh"]), None))
+        );
         assert_eq!(
             from_image(&cmd(&["/entry.sh"], &[]), false),
             Some((strings(&["/entry.sh"]), None))
@@ -211,7 +217,10 @@ mod tests {
             Some((strings(&["/run.sh", "x"]), None))
         );
         // Only a CMD and the pod's args: the args are the program.
-        assert_eq!(from_image(&cmd(&[], &["/run.sh"]), true), Some((vec![], None)));
+        assert_eq!(
+            from_image(&cmd(&[], &["/run.sh"]), true),
+            Some((vec![], None))
+        );
         assert_eq!(from_image(&cmd(&[], &[]), false), None);
     }
 

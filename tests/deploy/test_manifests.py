@@ -45,6 +45,7 @@ KNOWN_METRICS = {
     "dind_injector_ready",
     "dind_injector_build_info",
     "dind_injector_sidecar_mode",
+    "dind_injector_runner_commands_total",
 }
 
 

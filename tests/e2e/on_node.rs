@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 use crate::node::POD_MTU;
-use crate::pods::{check_injected, Mode};
+use crate::pods::{check_injected, check_injected_unsupervised, Mode};
 use crate::runs::{now, watch_until, Recording};
 use crate::scenarios::runners;
 use crate::{Env, RUNNERS};
@@ -216,13 +216,7 @@ pub(crate) async fn node_runner_without_command_completes(env: &mut Env) -> Resu
         jobs.create(&PostParams::default(), &job).await?;
         let api = runners(env);
         let name = pod_of(&api, &run).await?;
-        let pod = api.get(&name).await?;
-        check_injected(&pod, mode)?;
-        let spec = serde_json::to_value(&pod.spec)?;
-        ensure!(
-            spec.pointer("/containers/0/command").is_none(),
-            "the runner's command was set, so it was supervised: {spec}"
-        );
+        check_injected_unsupervised(&api.get(&name).await?, mode)?;
         let mut rec = Recording::default();
         let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
         ensure!(rec.phase() == "Succeeded", "phase {}:\n{}", rec.phase(), rec.dump());

@@ -24,7 +24,10 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     pub fn basic(&self) -> String {
         let pair = format!("{}:{}", self.username, self.password);
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
     }
 }
 
@@ -54,7 +57,12 @@ pub fn from_docker_config(
         if !image.matches_auth_key(key) {
             continue;
         }
-        let field = |k: &str| entry.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let field = |k: &str| {
+            entry
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
         if let (Some(u), Some(p)) = (field("username"), field("password")) {
             return Ok(Some(Credentials {
                 username: u.into(),
@@ -134,9 +142,16 @@ mod tests {
     fn credentials_from_both_docker_config_forms() {
         let image = Reference::parse("127.0.0.1:5000/runner:1").unwrap();
         let auth = base64::engine::general_purpose::STANDARD.encode("ci:s3cr:et");
-        let json = format!(r#"{{"auths": {{"ghcr.io": {{"auth": "eDp5"}}, "https://127.0.0.1:5000": {{"auth": "{auth}"}}}}}}"#);
-        let c = from_docker_config(json.as_bytes(), &image).unwrap().unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("ci", "s3cr:et"));
+        let json = format!(
+            r#"{{"auths": {{"ghcr.io": {{"auth": "eDp5"}}, "https://127.0.0.1:5000": {{"auth": "{auth}"}}}}}}"#
+        );
+        let c = from_docker_config(json.as_bytes(), &image)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("ci", "s3cr:et")
+        );
         let old = r#"{"127.0.0.1:5000": {"username": "u", "password": "p"}}"#;
         let c = from_docker_config(old.as_bytes(), &image).unwrap().unwrap();
         assert_eq!(c.username, "u");
@@ -146,14 +161,22 @@ mod tests {
             from_docker_config(br#"{"auths": {"127.0.0.1:5000": {"auth": "%%"}}}"#, &image),
             Err(BadDockerConfig::BadAuth(k)) if k == "127.0.0.1:5000"
         ));
-        assert!(matches!(from_docker_config(b"{", &image), Err(BadDockerConfig::NotJson(_))));
+        assert!(matches!(
+            from_docker_config(b"{", &image),
+            Err(BadDockerConfig::NotJson(_))
+        ));
     }
 
     #[test]
     fn challenges() {
-        assert_eq!(parse_challenge("Basic realm=\"Registry\""), Some(Challenge::Basic));
         assert_eq!(
-            parse_challenge(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#),
+            parse_challenge("Basic realm=\"Registry\""),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#
+            ),
             Some(Challenge::Bearer {
                 realm: "https://auth.docker.io/token".into(),
                 service: Some("registry.docker.io".into()),

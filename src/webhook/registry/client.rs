@@ -124,7 +124,12 @@ impl Client {
             requests: 0,
         };
         let manifest_url = session.url(&format!("manifests/{}", image.reference));
-        let accept = INDEX_TYPES.iter().chain(&MANIFEST_TYPES).copied().collect::<Vec<_>>().join(", ");
+        let accept = INDEX_TYPES
+            .iter()
+            .chain(&MANIFEST_TYPES)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut tried = 0;
         let mut last_unauthorized = None;
         let mut body = None;
@@ -143,7 +148,9 @@ impl Client {
         }
         let Some(mut manifest) = body else {
             return Err(match last_unauthorized {
-                Some(FetchError::Unauthorized { url, .. }) => FetchError::Unauthorized { url, tried },
+                Some(FetchError::Unauthorized { url, .. }) => {
+                    FetchError::Unauthorized { url, tried }
+                }
                 Some(e) => e,
                 None => FetchError::invalid(&manifest_url, "no answer"),
             });
@@ -167,7 +174,9 @@ impl Client {
             .pointer("/config/digest")
             .and_then(Value::as_str)
             .filter(|d| d.starts_with("sha256:"))
-            .ok_or_else(|| FetchError::invalid(&manifest_url, "the manifest names no sha256 config"))?
+            .ok_or_else(|| {
+                FetchError::invalid(&manifest_url, "the manifest names no sha256 config")
+            })?
             .to_string();
         let url = session.url(&format!("blobs/{config_digest}"));
         let config = session.get(&url, "*/*").await?;
@@ -179,12 +188,15 @@ impl Client {
                 Some(Value::Array(items)) => items
                     .iter()
                     .map(|i| {
-                        i.as_str()
-                            .map(String::from)
-                            .ok_or_else(|| FetchError::invalid(&url, format!("config.{key} holds a non-string")))
+                        i.as_str().map(String::from).ok_or_else(|| {
+                            FetchError::invalid(&url, format!("config.{key} holds a non-string"))
+                        })
                     })
                     .collect(),
-                Some(_) => Err(FetchError::invalid(&url, format!("config.{key} is not a list"))),
+                Some(_) => Err(FetchError::invalid(
+                    &url,
+                    format!("config.{key} is not a list"),
+                )),
             }
         };
         Ok(Fetched {
@@ -208,7 +220,10 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn url(&self, path: &str) -> String {
-        format!("https://{}/v2/{}/{path}", self.image.host, self.image.repository)
+        format!(
+            "https://{}/v2/{}/{path}",
+            self.image.host, self.image.repository
+        )
     }
 
     /// GET with `creds`: on a 401, answers the challenge (Basic, or a
@@ -230,8 +245,16 @@ impl Session<'_> {
         };
         self.authorization = match (challenge, creds) {
             (Some(Challenge::Basic), Some(c)) => Some(header(&c.basic(), url)?),
-            (Some(Challenge::Bearer { realm, service, scope }), c) => {
-                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.image.repository));
+            (
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                }),
+                c,
+            ) => {
+                let scope =
+                    scope.unwrap_or_else(|| format!("repository:{}:pull", self.image.repository));
                 let token = self.token(&realm, service.as_deref(), &scope, c).await?;
                 Some(header(&format!("Bearer {token}"), url)?)
             }
@@ -269,12 +292,7 @@ impl Session<'_> {
         self.authorization = creds.map(|c| header(&c.basic(), &url)).transpose()?;
         let body = match self.request(&url, "application/json").await? {
             Answer::Body(b) => b,
-            Answer::Unauthorized(_) => {
-                return Err(FetchError::Unauthorized {
-                    url,
-                    tried: 0,
-                })
-            }
+            Answer::Unauthorized(_) => return Err(FetchError::Unauthorized { url, tried: 0 }),
         };
         let doc = json(&url, &body)?;
         doc.get("token")
@@ -303,15 +321,15 @@ impl Session<'_> {
                 .body(Empty::new())
                 .map_err(|e| FetchError::invalid(&url, e.to_string()))?;
             self.requests += 1;
-            let response = self
-                .client
-                .http
-                .request(req)
-                .await
-                .map_err(|source| FetchError::Http {
-                    url: url.clone(),
-                    source,
-                })?;
+            let response =
+                self.client
+                    .http
+                    .request(req)
+                    .await
+                    .map_err(|source| FetchError::Http {
+                        url: url.clone(),
+                        source,
+                    })?;
             let status = response.status();
             if status.is_redirection() {
                 let next = response
@@ -353,7 +371,10 @@ impl Session<'_> {
                 })?;
             return Ok(Answer::Body(body.to_bytes()));
         }
-        Err(FetchError::invalid(&url, format!("more than {MAX_REDIRECTS} redirects")))
+        Err(FetchError::invalid(
+            &url,
+            format!("more than {MAX_REDIRECTS} redirects"),
+        ))
     }
 }
 
@@ -363,7 +384,8 @@ enum Answer {
 }
 
 fn header(value: &str, url: &str) -> Result<HeaderValue, FetchError> {
-    HeaderValue::from_str(value).map_err(|_| FetchError::invalid(url, "credentials that are not a valid header"))
+    HeaderValue::from_str(value)
+        .map_err(|_| FetchError::invalid(url, "credentials that are not a valid header"))
 }
 
 /// A Location header against the URL it came from (absolute, or a path).
@@ -380,7 +402,9 @@ fn resolve(base: &Uri, location: &str) -> String {
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -395,14 +419,18 @@ fn check_digest(url: &str, body: &[u8], hex: &str) -> Result<(), FetchError> {
     let got = ring::digest::digest(&ring::digest::SHA256, body);
     let got: String = got.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     if got != hex.to_ascii_lowercase() {
-        return Err(FetchError::invalid(url, format!("content has digest sha256:{got}")));
+        return Err(FetchError::invalid(
+            url,
+            format!("content has digest sha256:{got}"),
+        ));
     }
     Ok(())
 }
 
 fn is_index(doc: &Value) -> bool {
     let media = doc.get("mediaType").and_then(Value::as_str).unwrap_or("");
-    INDEX_TYPES.contains(&media) || (media.is_empty() && doc.get("manifests").is_some_and(Value::is_array))
+    INDEX_TYPES.contains(&media)
+        || (media.is_empty() && doc.get("manifests").is_some_and(Value::is_array))
 }
 
 /// The digest of `platform`'s manifest in an index (attestation
@@ -458,10 +486,18 @@ mod tests {
         ]});
         assert!(is_index(&index));
         assert_eq!(pick(&index, &Platform::default()), Some("sha256:bb"));
-        let s390 = Platform { os: "linux".into(), architecture: "s390x".into() };
+        let s390 = Platform {
+            os: "linux".into(),
+            architecture: "s390x".into(),
+        };
         assert_eq!(pick(&index, &s390), None);
-        assert_eq!(platforms(&index), "linux/arm64, linux/amd64, unknown/unknown");
-        assert!(!is_index(&json!({"mediaType": MANIFEST_TYPES[0], "config": {}})));
+        assert_eq!(
+            platforms(&index),
+            "linux/arm64, linux/amd64, unknown/unknown"
+        );
+        assert!(!is_index(
+            &json!({"mediaType": MANIFEST_TYPES[0], "config": {}})
+        ));
     }
 
     #[test]
@@ -473,9 +509,20 @@ mod tests {
 
     #[test]
     fn scopes_are_encoded_and_locations_resolved() {
-        assert_eq!(encode("repository:org/x:pull"), "repository%3Aorg%2Fx%3Apull");
-        let base: Uri = "https://r.example:5000/v2/x/blobs/sha256:aa".parse().unwrap();
-        assert_eq!(resolve(&base, "/store/aa"), "https://r.example:5000/store/aa");
-        assert_eq!(resolve(&base, "https://cdn.example/aa"), "https://cdn.example/aa");
+        assert_eq!(
+            encode("repository:org/x:pull"),
+            "repository%3Aorg%2Fx%3Apull"
+        );
+        let base: Uri = "https://r.example:5000/v2/x/blobs/sha256:aa"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            resolve(&base, "/store/aa"),
+            "https://r.example:5000/store/aa"
+        );
+        assert_eq!(
+            resolve(&base, "https://cdn.example/aa"),
+            "https://cdn.example/aa"
+        );
     }
 }

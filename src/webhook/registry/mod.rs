@@ -46,8 +46,14 @@ type Key = (String, Platform);
 #[derive(Debug, Clone)]
 enum Entry {
     /// The image's config digest (the second key).
-    Found { config: String, until: Instant },
-    Failed { error: String, until: Instant },
+    Found {
+        config: String,
+        until: Instant,
+    },
+    Failed {
+        error: String,
+        until: Instant,
+    },
 }
 
 impl Entry {
@@ -169,11 +175,18 @@ pub struct Resolver {
     /// For imagePullSecrets, when `readPullSecrets` is on.
     kube: Option<kube::Client>,
     cache: Mutex<Cache>,
-    inflight: Mutex<HashMap<Key, watch::Receiver<bool>>>,
+    /// Look-ups under way: done-signal and start. A review joining one
+    /// waits only what is left of the budget from that start, so a
+    /// registry that does not answer costs one budget, not one per pod.
+    inflight: Mutex<HashMap<Key, (watch::Receiver<bool>, Instant)>>,
 }
 
 impl Resolver {
-    pub fn new(config: RegistryConfig, roots: rustls::RootCertStore, kube: Option<kube::Client>) -> Resolver {
+    pub fn new(
+        config: RegistryConfig,
+        roots: rustls::RootCertStore,
+        kube: Option<kube::Client>,
+    ) -> Resolver {
         Resolver {
             client: Client::new(roots),
             config,
@@ -200,7 +213,10 @@ impl Resolver {
 
     /// The cached failure for this image, if its look-up failed.
     pub fn failure(&self, query: &Query) -> Option<String> {
-        match self.cache().get(&(query.image.clone(), query.platform.clone()), Instant::now())? {
+        match self.cache().get(
+            &(query.image.clone(), query.platform.clone()),
+            Instant::now(),
+        )? {
             Entry::Failed { error, .. } => Some(error.clone()),
             Entry::Found { .. } => None,
         }
@@ -213,13 +229,14 @@ impl Resolver {
         if self.cache().get(&key, Instant::now()).is_some() {
             return Resolution::Known;
         }
-        let done = {
+        let (done, started) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.get(&key) {
-                Some(rx) => rx.clone(),
+                Some((rx, started)) => (rx.clone(), *started),
                 None => {
                     let (tx, rx) = watch::channel(false);
-                    inflight.insert(key.clone(), rx.clone());
+                    let started = Instant::now();
+                    inflight.insert(key.clone(), (rx.clone(), started));
                     let this = Arc::clone(self);
                     let query = query.clone();
                     let namespace = namespace.to_string();
@@ -227,11 +244,12 @@ impl Resolver {
                         this.look_up(key, &query, &namespace).await;
                         let _ = tx.send(true);
                     });
-                    rx
+                    (rx, started)
                 }
             }
         };
-        let budget = Duration::from_millis(u64::from(self.config.budget_milliseconds));
+        let budget = Duration::from_millis(u64::from(self.config.budget_milliseconds))
+            .saturating_sub(started.elapsed());
         let wait = async move {
             let mut done = done;
             // An error means the look-up task is gone: it stored its result.
@@ -262,7 +280,13 @@ impl Resolver {
                     entrypoint = ?command.entrypoint, cmd = ?command.cmd, requests, took_ms,
                     "registry: image command found");
                 let until = now + Duration::from_secs(u64::from(self.config.cache_ttl_seconds));
-                (Entry::Found { config: config_digest, until }, Some(command))
+                (
+                    Entry::Found {
+                        config: config_digest,
+                        until,
+                    },
+                    Some(command),
+                )
             }
             Err(error) => {
                 tracing::warn!(image = %query.image, platform = %query.platform, %error, took_ms,
@@ -271,8 +295,12 @@ impl Resolver {
                 (Entry::Failed { error, until }, None)
             }
         };
-        self.cache()
-            .insert(key.clone(), entry, command, self.config.cache_entries as usize);
+        self.cache().insert(
+            key.clone(),
+            entry,
+            command,
+            self.config.cache_entries as usize,
+        );
         self.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -281,19 +309,29 @@ impl Resolver {
 
     async fn fetch(&self, query: &Query, namespace: &str) -> Result<Fetched, FetchError> {
         let image = Reference::parse(&query.image)?;
-        let anonymous = self.client.image_command(&image, &query.platform, &[None]).await;
+        let anonymous = self
+            .client
+            .image_command(&image, &query.platform, &[None])
+            .await;
         let unauthorized = matches!(anonymous, Err(FetchError::Unauthorized { .. }));
-        let Some(kube) = self.kube.as_ref().filter(|_| unauthorized && self.config.read_pull_secrets) else {
+        let Some(kube) = self
+            .kube
+            .as_ref()
+            .filter(|_| unauthorized && self.config.read_pull_secrets)
+        else {
             return anonymous;
         };
-        let credentials: Vec<Option<Credentials>> = secrets::credentials(kube, namespace, query, &image)
-            .await
-            .into_iter()
-            .map(Some)
-            .collect();
+        let credentials: Vec<Option<Credentials>> =
+            secrets::credentials(kube, namespace, query, &image)
+                .await
+                .into_iter()
+                .map(Some)
+                .collect();
         if credentials.is_empty() {
             return anonymous;
         }
-        self.client.image_command(&image, &query.platform, &credentials).await
+        self.client
+            .image_command(&image, &query.platform, &credentials)
+            .await
     }
 }

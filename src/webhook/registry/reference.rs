@@ -36,7 +36,9 @@ impl Reference {
         }
         let (name, digest) = match image.split_once('@') {
             Some((name, digest)) => {
-                let hex = digest.strip_prefix("sha256:").ok_or_else(|| bad("only sha256 digests are read"))?;
+                let hex = digest
+                    .strip_prefix("sha256:")
+                    .ok_or_else(|| bad("only sha256 digests are read"))?;
                 if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(bad("the digest is not 64 hex digits"));
                 }
@@ -65,7 +67,9 @@ impl Reference {
         };
         let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
         if repository.is_empty() || !repository.chars().all(valid) {
-            return Err(bad("the repository must be lowercase letters, digits and ._-/"));
+            return Err(bad(
+                "the repository must be lowercase letters, digits and ._-/",
+            ));
         }
         let reference = match (digest, tag) {
             (Some(d), _) => d.to_string(),
@@ -86,15 +90,22 @@ impl Reference {
             .trim_start_matches("https://")
             .trim_start_matches("http://");
         let key = key.split('/').next().unwrap_or(key);
-        key == self.host
-            || (self.host == DOCKER_HUB && DOCKER_HUB_ALIASES.contains(&key))
+        key == self.host || (self.host == DOCKER_HUB && DOCKER_HUB_ALIASES.contains(&key))
     }
 }
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sep = if self.reference.starts_with("sha256:") { '@' } else { ':' };
-        write!(f, "{}/{}{sep}{}", self.host, self.repository, self.reference)
+        let sep = if self.reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        write!(
+            f,
+            "{}/{}{sep}{}",
+            self.host, self.repository, self.reference
+        )
     }
 }
 
@@ -106,10 +117,16 @@ mod tests {
     fn docker_hub_defaults_and_hosts_with_ports() {
         let r = |s: &str| Reference::parse(s).unwrap().to_string();
         assert_eq!(r("ubuntu"), "registry-1.docker.io/library/ubuntu:latest");
-        assert_eq!(r("docker.io/org/runner:2"), "registry-1.docker.io/org/runner:2");
+        assert_eq!(
+            r("docker.io/org/runner:2"),
+            "registry-1.docker.io/org/runner:2"
+        );
         assert_eq!(r("127.0.0.1:5000/runner:1"), "127.0.0.1:5000/runner:1");
         assert_eq!(r("localhost/e2e/runner"), "localhost/e2e/runner:latest");
-        assert_eq!(r("ghcr.io/actions/actions-runner:2.3"), "ghcr.io/actions/actions-runner:2.3");
+        assert_eq!(
+            r("ghcr.io/actions/actions-runner:2.3"),
+            "ghcr.io/actions/actions-runner:2.3"
+        );
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(
             r(&format!("ghcr.io/x/y:1@{digest}")),

@@ -44,13 +44,18 @@ pub async fn credentials(
             }
         };
         let data = secret.data.unwrap_or_default();
-        let Some(json) = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg")) else {
+        let Some(json) = data
+            .get(".dockerconfigjson")
+            .or_else(|| data.get(".dockercfg"))
+        else {
             continue;
         };
         match auth::from_docker_config(&json.0, image) {
             Ok(Some(c)) if !found.contains(&c) => found.push(c),
             Ok(_) => {}
-            Err(error) => tracing::warn!(%namespace, secret = %name, %error, "registry: unreadable pull secret"),
+            Err(error) => {
+                tracing::warn!(%namespace, secret = %name, %error, "registry: unreadable pull secret")
+            }
         }
     }
     found

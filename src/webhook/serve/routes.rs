@@ -15,8 +15,8 @@ use super::metrics::Metrics;
 use super::server::{EngineHandle, Readiness};
 use crate::engine::Query;
 use crate::webhook::admission;
-use crate::webhook::registry::{Resolution, Resolver};
 use crate::webhook::outcome::{ErrorReason, Outcome};
+use crate::webhook::registry::{Resolution, Resolver};
 
 pub struct AppState {
     pub engine: Arc<EngineHandle>,
@@ -179,7 +179,10 @@ async fn read_json_body(
 /// needed an image the cache did not know, that image is looked up (at
 /// most the budget) and the pod reviewed again if it was found. Only the
 /// first pod of an image per cache period pays for this.
-async fn reviewed(state: &AppState, body: &[u8]) -> Result<admission::Answer, admission::BadReview> {
+async fn reviewed(
+    state: &AppState,
+    body: &[u8],
+) -> Result<admission::Answer, admission::BadReview> {
     let engine = state.engine.get();
     let Some(registry) = &state.registry else {
         return admission::review(&engine, body);
