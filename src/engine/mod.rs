@@ -352,4 +352,57 @@ mod tests {
             "the three common shapes are prebuilt, overrides are not"
         );
     }
+
+    /// Issue 16: each way of finding the runner's command, in its order,
+    /// and what the registry's answer becomes in the pod.
+    #[test]
+    fn the_runner_s_command_and_how_it_was_found() {
+        let engine = Engine::new(Config::default(), Mode::Classic).unwrap();
+        let image = ImageCommand {
+            entrypoint: vec!["/entry.sh".into()],
+            cmd: vec!["--once".into()],
+        };
+        let asked = std::cell::RefCell::new(Vec::new());
+        let lookup = |q: &Query| {
+            asked.borrow_mut().push(q.image.clone());
+            Some(image.clone())
+        };
+        let review = |pod: &Value| {
+            let Decision::Inject(i) = engine.review_with(pod, &lookup).unwrap() else {
+                panic!("not injected: {pod}");
+            };
+            let stored = i.apply(pod).unwrap();
+            (i.command_source, stored["spec"]["containers"][0].clone())
+        };
+        let (source, _) = review(&runner_pod(json!({}), true));
+        assert_eq!(source, CommandSource::Spec);
+        let (source, _) = review(&runner_pod(
+            json!({"dind-injector.io/entrypoint": "/a.sh"}),
+            false,
+        ));
+        assert_eq!(source, CommandSource::Annotation);
+        let mut known = runner_pod(json!({}), false);
+        known["spec"]["containers"][0]["image"] = json!("ghcr.io/actions/actions-runner:2");
+        assert_eq!(review(&known).0, CommandSource::KnownImage);
+        assert!(asked.borrow().is_empty(), "the registry is the last resort");
+
+        let (source, runner) = review(&runner_pod(json!({}), false));
+        assert_eq!(source, CommandSource::Registry);
+        assert_eq!(asked.borrow().as_slice(), ["example.com/agent:1"]);
+        let command = runner["command"].as_array().unwrap();
+        assert_eq!(command.last(), Some(&json!("/entry.sh")));
+        assert_eq!(runner["args"], json!(["--once"]), "CMD becomes args");
+        let mut with_args = runner_pod(json!({}), false);
+        with_args["spec"]["containers"][0]["args"] = json!(["--mine"]);
+        assert_eq!(review(&with_args).1["args"], json!(["--mine"]));
+
+        let Decision::Inject(none) = engine.review(&runner_pod(json!({}), false)).unwrap() else {
+            panic!("not injected");
+        };
+        assert_eq!(none.command_source, CommandSource::None);
+        assert_eq!(
+            none.unresolved.map(|q| q.image).as_deref(),
+            Some("example.com/agent:1")
+        );
+    }
 }
