@@ -599,6 +599,17 @@ def test_custom_values_reach_the_objects(rendered):
     assert res == VALUE_SETS["resources"]["resources"]
 
 
+def test_reading_pull_secrets_is_opt_in(tmp_path):
+    """config.registry.readPullSecrets (issue 16) grants get on Secrets and
+    ServiceAccounts, and only then; the binary accepts the rendered config."""
+    objs = render_chart({"config": {"registry": {"readPullSecrets": True}}}, tmp_path)
+    rules = one(objs, "ClusterRole")["rules"]
+    assert rules[-1] == {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]}
+    assert rendered_config(objs)["registry"]["readPullSecrets"] is True
+    default = one(render_chart({}, tmp_path), "ClusterRole")["rules"]
+    assert "secrets" not in json.dumps(default)
+
+
 def test_match_conditions_left_out_before_1_30(tmp_path):
     objs = render_chart({}, tmp_path, kube_version="1.29.4")
     wh = one(objs, "MutatingWebhookConfiguration")["webhooks"][0]

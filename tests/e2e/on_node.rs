@@ -187,8 +187,9 @@ pub(crate) async fn job_runs_docker(env: &Env, ns: &str, mode: Mode, run: &str) 
 }
 
 /// Issue 16: a Job whose runner image has only an ENTRYPOINT and whose pod
-/// sets no command: the webhook cannot know the command, so the runner is
-/// not supervised. It still completes: in classic mode the sidecar watches
+/// sets no command. The image's registry (`localhost`, as the webhook's pod
+/// sees it) does not answer, so the webhook cannot know the command: the
+/// fallback, an unsupervised runner. It still completes: in classic mode the sidecar watches
 /// the runner container's processes and stops Docker when they have ended,
 /// in native mode the kubelet stops the sidecar. The runner may start
 /// before Docker answers (nothing holds it), so its job waits for Docker.
