@@ -335,3 +335,54 @@ impl Resolver {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(image: &str) -> Key {
+        (image.to_string(), Platform::default())
+    }
+
+    fn found(config: &str, ttl: u64) -> Entry {
+        Entry::Found {
+            config: config.into(),
+            until: Instant::now() + Duration::from_secs(ttl),
+        }
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_expires() {
+        let mut cache = Cache::default();
+        let cmd = |e: &str| ImageCommand {
+            entrypoint: vec![e.into()],
+            cmd: vec![],
+        };
+        cache.insert(key("a"), found("sha256:a", 10), Some(cmd("/a")), 2);
+        cache.insert(key("b"), found("sha256:b", 30), Some(cmd("/b")), 2);
+        // Full: the entry that expires first (a) makes room.
+        cache.insert(key("c"), found("sha256:c", 20), Some(cmd("/c")), 2);
+        let now = Instant::now();
+        assert!(cache.get(&key("a"), now).is_none());
+        assert!(cache.get(&key("b"), now).is_some() && cache.get(&key("c"), now).is_some());
+        assert_eq!(cache.by_ref.len(), 2);
+        assert_eq!(cache.by_digest.len(), 2);
+        assert_eq!(cache.command("sha256:c", now), Some(&cmd("/c")));
+        // Two tags of one image share its config.
+        cache.insert(key("c2"), found("sha256:c", 20), Some(cmd("/c")), 2);
+        assert_eq!(cache.by_digest.len(), 2);
+        // Expired entries are not answered, failures are remembered.
+        let later = now + Duration::from_secs(25);
+        assert!(cache.get(&key("c"), later).is_none());
+        assert!(cache.get(&key("b"), later).is_some());
+        let failed = Entry::Failed {
+            error: "HTTP 404".into(),
+            until: now + Duration::from_secs(5),
+        };
+        cache.insert(key("missing"), failed, None, 2);
+        assert!(matches!(
+            cache.get(&key("missing"), now),
+            Some(Entry::Failed { .. })
+        ));
+    }
+}
