@@ -405,7 +405,7 @@ async fn basic_auth_with_a_pull_secret_s_credentials() {
         let cert: rustls::pki_types::CertificateDer<'static> = cert.expect("cert");
         roots.add(cert).expect("add");
     }
-    let client = Client::new(roots);
+    let client = Client::new(roots).expect("TLS configuration");
     let image = Reference::parse(&format!("{}/private/runner:1", registry.host())).expect("ref");
     let platform = Platform::default();
     match client.image_command(&image, &platform, &[None]).await {

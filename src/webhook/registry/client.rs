@@ -87,15 +87,11 @@ pub struct Client {
 
 impl Client {
     /// HTTPS only, trusting `roots` (the system's and the configured CA file's).
-    pub fn new(roots: rustls::RootCertStore) -> Client {
+    pub fn new(roots: rustls::RootCertStore) -> Result<Client, rustls::Error> {
         let tls = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-        let tls = match tls {
-            Ok(tls) => tls,
-            // ring supports the safe defaults; this cannot fail.
-            Err(e) => unreachable!("rustls with ring: {e}"),
-        };
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -104,9 +100,9 @@ impl Client {
             .https_only()
             .enable_http1()
             .wrap_connector(http);
-        Client {
+        Ok(Client {
             http: HttpClient::builder(TokioExecutor::new()).build(https),
-        }
+        })
     }
 
     /// The image's ENTRYPOINT and CMD for `platform`, trying each of

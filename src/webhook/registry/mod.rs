@@ -120,6 +120,8 @@ impl Cache {
 pub enum SetupError {
     #[error("registry.caFile {path}: {message}")]
     CaFile { path: String, message: String },
+    #[error("registry client TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// The resolver the configuration asks for (`None` when disabled): the
@@ -166,7 +168,7 @@ pub async fn from_config(config: &RegistryConfig) -> Result<Option<Arc<Resolver>
     };
     tracing::info!(system_cas = added, ca_file = ?config.ca_file, budget_ms = config.budget_milliseconds,
         read_pull_secrets = kube.is_some(), "registry: runners without a command are looked up");
-    Ok(Some(Arc::new(Resolver::new(config.clone(), roots, kube))))
+    Ok(Some(Arc::new(Resolver::new(config.clone(), roots, kube)?)))
 }
 
 pub struct Resolver {
@@ -186,14 +188,14 @@ impl Resolver {
         config: RegistryConfig,
         roots: rustls::RootCertStore,
         kube: Option<kube::Client>,
-    ) -> Resolver {
-        Resolver {
-            client: Client::new(roots),
+    ) -> Result<Resolver, rustls::Error> {
+        Ok(Resolver {
+            client: Client::new(roots)?,
             config,
             kube,
             cache: Mutex::default(),
             inflight: Mutex::default(),
-        }
+        })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
