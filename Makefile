@@ -24,8 +24,9 @@ STATIC_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release/dind-injector
 # What the lifecycle tests use (Debian packages): a real dockerd and docker
 # CLI, a static busybox for a tiny image, openssl (the fake daemon), curl,
-# unshare/chroot (util-linux, coreutils).
-DEPS_PACKAGES := docker.io busybox-static openssl curl util-linux
+# unshare/chroot (util-linux, coreutils); Debian's docker-registry (the CNCF
+# distribution registry) that tests/registry.rs serves test images from.
+DEPS_PACKAGES := docker.io busybox-static openssl curl util-linux docker-registry
 # The image (make image): buildah builds the Dockerfile without a daemon;
 # the package tests push the chart and the image to Debian's docker-registry.
 IMAGE_PACKAGES := buildah docker-registry

@@ -104,7 +104,7 @@ fn every_profile_fixture_matches_its_golden_file() {
         .into_iter()
         .map(|(name, namespace, pod)| {
             let decision = engine
-                .review_in(&pod, namespace.as_deref())
+                .review_with(&pod, namespace.as_deref(), &|_| None)
                 .expect("engine");
             (name, decision, pod)
         })
@@ -129,7 +129,7 @@ fn profile_decisions_per_fixture() {
     };
     for (name, namespace, pod) in profile_fixtures() {
         let decision = engine
-            .review_in(&pod, namespace.as_deref())
+            .review_with(&pod, namespace.as_deref(), &|_| None)
             .expect("engine");
         let deny = |text: &str| {
             assert!(
@@ -272,7 +272,7 @@ fn injected_pods_follow_the_apiservers_pod_rules() {
         );
     for (name, engine, namespace, pod) in cases {
         let decision = engine
-            .review_in(&pod, namespace.as_deref())
+            .review_with(&pod, namespace.as_deref(), &|_| None)
             .expect("engine");
         let Decision::Inject(injection) = decision else {
             continue;

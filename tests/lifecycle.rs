@@ -657,3 +657,68 @@ fn docker_never_ready_fails_with_a_clear_message_and_never_starts_the_runner() {
     p.check(p.elapsed < Duration::from_secs(10), "bounded");
     p.assert_no_leftovers();
 }
+
+/// Issue 16: a runner whose command is unknown runs without `supervise`,
+/// so nothing writes `runner.pid` or `runner.exit`. The sidecar started
+/// with `--watch-runner` finds the runner container by its marker variable
+/// and follows it by its cgroup (each container has its own): the daemon
+/// stops when the last process of that container has ended — here a child
+/// that outlives the runner's first process and does not carry the marker —
+/// and not before. Each "container" is a cgroup of its own in the unified
+/// hierarchy, below this test's, as the kubelet would make them.
+#[test]
+fn an_unsupervised_runner_s_container_ending_stops_the_daemon() {
+    let p = Scenario::new("watch-runner")
+        .then(
+            r#"
+v2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+CG=$v2$(sed -n 's/^0:://p' /proc/self/cgroup)/dind-injector-$(basename "$T")
+CG=$(echo "$CG" | sed 's|//*|/|g')
+mkdir -p "$CG/dind" "$CG/runner" "$CG/other"
+echo "$CG" > "$T/cgroup"
+# Always backgrounded: the exec makes $! the process in the cgroup.
+in_cgroup() { cg=$1; shift; exec sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg" "$@"; }
+# Another container of the pod, which must not keep Docker up.
+in_cgroup "$CG/other" sleep 600 &
+OTHER=$!
+DIND_INJECTOR_RUNNER=runner in_cgroup "$CG/runner" sh -c '
+  env -u DIND_INJECTOR_RUNNER sh -c "sleep 2.5; echo \"\$(date +%s.%N) runner-child-end\" >> \"\$T/events\"" &
+  sleep 1
+  echo "$(date +%s.%N) runner-main-exit" >> "$T/events"' &
+in_cgroup "$CG/dind" "$BIN" sidecar --run-dir "$RUN" --certs-dir "$CERTS" \
+  --docker-host "tcp://127.0.0.1:$PORT" --stop-timeout 5 --mtu off --watch-runner=runner \
+  -- "$T/fake/dockerd" >>"$T/sidecar.log" 2>&1 &
+SIDECAR=$!
+"#,
+        )
+        .once("daemon-TERM")
+        .then(r#"kill "$OTHER"; wait "$OTHER" 2>/dev/null"#)
+        .run_then(
+            r#"
+rmdir "$CG/dind" "$CG/runner" "$CG/other" "$CG"
+"#,
+        );
+    p.exits("sidecar", 0, "the Job completes");
+    p.check(p.has_event("daemon-TERM"), "daemon got SIGTERM");
+    p.check(
+        p.event_time("runner-main-exit") < p.event_time("runner-child-end")
+            && p.event_time("runner-child-end") < p.event_time("daemon-TERM"),
+        "the daemon stopped after the runner container's last process, not its first",
+    );
+    p.log_says(
+        "sidecar",
+        "watching the runner container \"runner\"",
+        "the sidecar found the runner by its marker",
+    );
+    p.log_says(
+        "sidecar",
+        "every process of the runner container \"runner\" has ended",
+        "the sidecar says why it stopped the daemon",
+    );
+    let cgroup = p.read("cgroup").unwrap_or_default();
+    p.check(
+        !std::path::Path::new(cgroup.trim()).exists(),
+        "the test's cgroups are removed",
+    );
+    p.assert_no_leftovers();
+}

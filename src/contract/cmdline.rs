@@ -30,6 +30,7 @@ pub mod flag {
     pub const DOCKER_WAIT: &str = "docker-wait";
     pub const DRAIN_PROCESS: &str = "drain-process";
     pub const STANDALONE: &str = "standalone";
+    pub const WATCH_RUNNER: &str = "watch-runner";
     pub const TIMEOUT: &str = "timeout";
 }
 
@@ -140,19 +141,28 @@ pub struct Sidecar {
     /// No coordination with a supervised runner: run the daemon, pass
     /// SIGTERM/SIGINT on, exit as it does (native sidecars, unsupervised
     /// runners). docker.ready is still written to the run directory.
-    #[arg(long = flag::STANDALONE, env = "DIND_INJECTOR_STANDALONE")]
+    #[arg(long = flag::STANDALONE, env = "DIND_INJECTOR_STANDALONE", conflicts_with = "watch_runner")]
     pub standalone: bool,
+    /// A runner that is not supervised (its command is unknown) in classic
+    /// mode: find its container by the marker variable
+    /// ([`crate::contract::RUNNER_MARKER_ENV`]`=NAME`) and stop the daemon
+    /// once none of that container's processes is left, so the pod completes.
+    #[arg(long = flag::WATCH_RUNNER, env = "DIND_INJECTOR_WATCH_RUNNER", value_name = "NAME")]
+    pub watch_runner: Option<String>,
     /// The daemon's command (dockerd-entrypoint.sh or dockerd) and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 impl Sidecar {
-    /// `[binary, sidecar, (--standalone), --, CMD…]`.
+    /// `[binary, sidecar, (--standalone | --watch-runner=NAME), --, CMD…]`.
     pub fn argv(&self) -> Vec<String> {
         let mut argv = vec![path::BINARY.into(), SIDECAR.into()];
         if self.standalone {
             argv.push(format!("--{}", flag::STANDALONE));
+        }
+        if let Some(name) = &self.watch_runner {
+            argv.push(long(flag::WATCH_RUNNER, name));
         }
         argv.push("--".into());
         argv.extend(self.command.iter().cloned());

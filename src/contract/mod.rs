@@ -153,6 +153,12 @@ pub const RUNNER_ENV: [(&str, &str); 3] = [
     ("DOCKER_CERT_PATH", path::CLIENT_CERTS_DIR),
 ];
 
+/// Set on an unsupervised runner (classic mode, command unknown) to its
+/// container's name: the sidecar started with `--watch-runner=NAME` finds
+/// the runner container's processes by the cgroup of the process that
+/// carries it (see `inpod::sidecar::container`).
+pub const RUNNER_MARKER_ENV: &str = "DIND_INJECTOR_RUNNER";
+
 /// Mount paths the runner gets from us; a runner that already uses one of
 /// them cannot be injected (the apiserver refuses duplicate mount paths).
 pub const RUNNER_RESERVED_PATHS: [&str; 3] = [path::CLIENT_CERTS_DIR, path::RUN_DIR, path::BIN_DIR];

@@ -16,9 +16,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
 
-use super::plan::{Shape, SharedDir};
+use super::plan::{Shape, SharedDir, SidecarRole};
 use crate::contract::cmdline::{self, Seconds};
-use crate::contract::{self, container, path, RUNNER_ENV};
+use crate::contract::{self, container, path, RUNNER_ENV, RUNNER_MARKER_ENV};
 use crate::engine::config::{Config, DindConfig, StorageKind};
 
 /// The unprivileged user the init container runs as. emptyDirs are
@@ -333,7 +333,11 @@ fn dind_container(shape: &Shape) -> Result<Value, serde_json::Error> {
             .map(|m| format!("--registry-mirror={m}")),
     );
     let command = cmdline::Sidecar {
-        standalone: shape.standalone_sidecar,
+        standalone: shape.sidecar == SidecarRole::Standalone,
+        watch_runner: match &shape.sidecar {
+            SidecarRole::WatchRunner(name) => Some(name.clone()),
+            _ => None,
+        },
         command: daemon,
     }
     .argv();
@@ -417,14 +421,22 @@ pub fn supervised_command(
     .argv()
 }
 
-pub fn runner_env(skip: &[&str]) -> Result<Vec<Value>, serde_json::Error> {
+/// The Docker variables but those in `skip`, and the marker the watching
+/// sidecar finds the runner container by.
+pub fn runner_env(skip: &[&str], shape: &Shape) -> Result<Vec<Value>, serde_json::Error> {
+    let marker = match &shape.sidecar {
+        SidecarRole::WatchRunner(name) => Some((RUNNER_MARKER_ENV, name.as_str())),
+        _ => None,
+    };
     RUNNER_ENV
         .iter()
+        .copied()
         .filter(|(name, _)| !skip.contains(name))
+        .chain(marker)
         .map(|(name, value)| {
             serde_json::to_value(EnvVar {
-                name: (*name).into(),
-                value: Some((*value).into()),
+                name: name.into(),
+                value: Some(value.into()),
                 ..Default::default()
             })
         })

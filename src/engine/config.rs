@@ -50,6 +50,51 @@ pub struct Config {
     pub runner: RunnerConfig,
     /// Commands for runner containers that rely on their image's ENTRYPOINT.
     pub known_images: Vec<KnownImage>,
+    /// Reading a command-less runner's ENTRYPOINT and CMD from its image's
+    /// registry (the webhook only; `inject` never reads a registry).
+    pub registry: RegistryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Look the command up at all.
+    pub enabled: bool,
+    /// How long one review may wait for a registry; then the pod is
+    /// admitted with the fallback and the look-up finishes for the next.
+    pub budget_milliseconds: u32,
+    /// Images (and, separately, image configs) kept.
+    pub cache_entries: u32,
+    /// How long a tag's answer is trusted (a tag may be pushed again).
+    pub cache_ttl_seconds: u32,
+    /// How long a failed look-up is remembered (a missing image, a registry
+    /// that does not answer) before it is tried again.
+    pub failure_ttl_seconds: u32,
+    /// Read the pod's imagePullSecrets and its ServiceAccount's when
+    /// anonymous access is refused (needs `get` on Secrets and
+    /// ServiceAccounts: the chart's `registry.readPullSecrets`).
+    pub read_pull_secrets: bool,
+    /// PEM file of CA certificates trusted besides the system's (a private
+    /// registry's CA; the image has no system certificates of its own).
+    pub ca_file: Option<String>,
+}
+
+/// The webhook's default timeout is 10 s; the look-up must leave the rest
+/// of the review and the apiserver's own margin well inside it.
+pub const MAX_REGISTRY_BUDGET_MS: u32 = 5000;
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            budget_milliseconds: 2000,
+            cache_entries: 1000,
+            cache_ttl_seconds: 3600,
+            failure_ttl_seconds: 60,
+            read_pull_secrets: false,
+            ca_file: None,
+        }
+    }
 }
 
 /// The name of the profile that is the `dind` section itself.
@@ -260,6 +305,7 @@ impl Default for Config {
                 image: "ghcr.io/actions/actions-runner".into(),
                 entrypoint: vec!["/home/runner/run.sh".into()],
             }],
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -387,7 +433,7 @@ impl Config {
         for (i, known) in self.known_images.iter().enumerate() {
             known.validate(&format!("knownImages[{i}]"))?;
         }
-        Ok(())
+        self.registry.validate()
     }
 
     /// Every seconds field in range, and the drain inside the grace period
@@ -471,6 +517,33 @@ impl Config {
             .iter()
             .find(|k| crate::engine::image::matches(&k.image, image))
             .map(|k| k.entrypoint.as_slice())
+    }
+}
+
+impl RegistryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let budget = self.budget_milliseconds;
+        if !(1..=MAX_REGISTRY_BUDGET_MS).contains(&budget) {
+            return Err(invalid(
+                "registry.budgetMilliseconds",
+                format!("{budget} is out of range: expected 1 to {MAX_REGISTRY_BUDGET_MS} (the webhook's timeout is 10 s)"),
+            ));
+        }
+        if self.cache_entries == 0 || self.cache_entries > 100_000 {
+            return Err(invalid(
+                "registry.cacheEntries",
+                format!(
+                    "{} is out of range: expected 1 to 100000",
+                    self.cache_entries
+                ),
+            ));
+        }
+        check_seconds("registry.cacheTtlSeconds", self.cache_ttl_seconds, 1)?;
+        check_seconds("registry.failureTtlSeconds", self.failure_ttl_seconds, 1)?;
+        if self.ca_file.as_deref().is_some_and(|f| !f.starts_with('/')) {
+            return Err(invalid("registry.caFile", "must be an absolute path"));
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 mod build;
 pub mod config;
 pub mod deny;
+pub mod entrypoint;
 pub mod image;
 pub mod inject;
 pub mod overrides;
@@ -27,8 +28,10 @@ use serde_json::{json, Map, Value};
 use crate::contract::{self, annotation};
 use crate::engine::config::{Config, ConfigError, SidecarMode};
 pub use deny::{Denial, DenyReason};
+pub use entrypoint::{CommandSource, ImageCommand, Platform, Query};
 pub use overrides::AnnotationError;
 pub use patch::EngineBug;
+pub use plan::Lookup;
 use plan::{Plan, SharedDir};
 use pod::ContainerList;
 pub use skip::SkipReason;
@@ -83,6 +86,10 @@ pub struct Injection {
     /// The change to the reviewed pod: only `add`, plus `replace` of the
     /// fields in [`patch::REPLACEABLE`].
     pub patch: Patch,
+    /// How the runner's command was found.
+    pub command_source: CommandSource,
+    /// The image lookup that would have found it, when nothing knew it.
+    pub unresolved: Option<Query>,
     pub warnings: Vec<String>,
     pub mode: Mode,
 }
@@ -152,15 +159,17 @@ impl Engine {
 
     /// Decides for one pod. `Err` only for a bug in the engine itself.
     pub fn review(&self, pod: &Value) -> Result<Decision, EngineBug> {
-        self.review_in(pod, None)
+        self.review_with(pod, None, &|_| None)
     }
 
-    /// [`Engine::review`] for a pod whose namespace names a default profile
-    /// (`serve` reads it from the namespace's annotation, when enabled).
-    pub fn review_in(
+    /// [`Engine::review`] with what `serve` knows beyond the pod: the
+    /// default profile its namespace names (when enabled), and images'
+    /// commands (a runner without a command runs its image's).
+    pub fn review_with(
         &self,
         pod: &Value,
         namespace_profile: Option<&str>,
+        lookup: &Lookup<'_>,
     ) -> Result<Decision, EngineBug> {
         let skip = |reason, warning: Option<String>| Ok(Decision::Skip { reason, warning });
         let deny = |Denial { reason, message }| Ok(Decision::Deny { reason, message });
@@ -215,7 +224,7 @@ impl Engine {
             Ok(dind) => dind,
             Err(denial) => return deny(denial),
         };
-        let plan = match plan::plan(pod, &self.config, dind, overrides, self.auto_mode) {
+        let plan = match plan::plan(pod, &self.config, dind, overrides, self.auto_mode, lookup) {
             Ok(plan) => plan,
             Err(denial) => return deny(denial),
         };
@@ -267,7 +276,10 @@ impl Engine {
                 build::supervised_command(plan.drain_timeout, plan.docker_wait, config, command);
             r.set(&at, "command", json!(supervised))?;
         }
-        r.extend(&at, "env", build::runner_env(&plan.env_kept)?)?;
+        if let Some(args) = &plan.added_args {
+            r.set(&at, "args", json!(args))?;
+        }
+        r.extend(&at, "env", build::runner_env(&plan.env_kept, shape)?)?;
         r.extend(&at, "volumeMounts", parts.runner_mounts)?;
 
         if let Some(dind) = dind {
@@ -282,6 +294,8 @@ impl Engine {
 
         Ok(Injection {
             patch: r.finish(),
+            command_source: plan.command_source,
+            unresolved: plan.unresolved,
             warnings: plan.warnings,
             mode: if shape.native {
                 Mode::Native
@@ -343,6 +357,7 @@ mod tests {
                 dind,
                 overrides,
                 Mode::Classic,
+                &|_| None,
             )
             .unwrap()
             .shape;
@@ -351,6 +366,59 @@ mod tests {
         assert_eq!(
             hits, 3,
             "the three common shapes are prebuilt, overrides are not"
+        );
+    }
+
+    /// Issue 16: each way of finding the runner's command, in its order,
+    /// and what the registry's answer becomes in the pod.
+    #[test]
+    fn the_runner_s_command_and_how_it_was_found() {
+        let engine = Engine::new(Config::default(), Mode::Classic).unwrap();
+        let image = ImageCommand {
+            entrypoint: vec!["/entry.sh".into()],
+            cmd: vec!["--once".into()],
+        };
+        let asked = std::cell::RefCell::new(Vec::new());
+        let lookup = |q: &Query| {
+            asked.borrow_mut().push(q.image.clone());
+            Some(image.clone())
+        };
+        let review = |pod: &Value| {
+            let Decision::Inject(i) = engine.review_with(pod, None, &lookup).unwrap() else {
+                panic!("not injected: {pod}");
+            };
+            let stored = i.apply(pod).unwrap();
+            (i.command_source, stored["spec"]["containers"][0].clone())
+        };
+        let (source, _) = review(&runner_pod(json!({}), true));
+        assert_eq!(source, CommandSource::Spec);
+        let (source, _) = review(&runner_pod(
+            json!({"dind-injector.io/entrypoint": "/a.sh"}),
+            false,
+        ));
+        assert_eq!(source, CommandSource::Annotation);
+        let mut known = runner_pod(json!({}), false);
+        known["spec"]["containers"][0]["image"] = json!("ghcr.io/actions/actions-runner:2");
+        assert_eq!(review(&known).0, CommandSource::KnownImage);
+        assert!(asked.borrow().is_empty(), "the registry is the last resort");
+
+        let (source, runner) = review(&runner_pod(json!({}), false));
+        assert_eq!(source, CommandSource::Registry);
+        assert_eq!(asked.borrow().as_slice(), ["example.com/agent:1"]);
+        let command = runner["command"].as_array().unwrap();
+        assert_eq!(command.last(), Some(&json!("/entry.sh")));
+        assert_eq!(runner["args"], json!(["--once"]), "CMD becomes args");
+        let mut with_args = runner_pod(json!({}), false);
+        with_args["spec"]["containers"][0]["args"] = json!(["--mine"]);
+        assert_eq!(review(&with_args).1["args"], json!(["--mine"]));
+
+        let Decision::Inject(none) = engine.review(&runner_pod(json!({}), false)).unwrap() else {
+            panic!("not injected");
+        };
+        assert_eq!(none.command_source, CommandSource::None);
+        assert_eq!(
+            none.unresolved.map(|q| q.image).as_deref(),
+            Some("example.com/agent:1")
         );
     }
 }

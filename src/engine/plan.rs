@@ -10,12 +10,16 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::entrypoint::{self, CommandSource, ImageCommand, Query};
 use super::overrides::Overrides;
 use super::pod::{self, ContainerList};
 use super::{Denial, DenyReason, Mode};
 use crate::contract::{annotation, volume};
 use crate::contract::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
 use crate::engine::config::{max_drain, Config, DindConfig, STOP_MARGIN_SECONDS};
+
+/// The runner container's usual name (the one [`runner_index`] prefers).
+const DEFAULT_RUNNER: &str = "runner";
 
 /// Kubernetes' default when a pod does not set `terminationGracePeriodSeconds`.
 const KUBERNETES_DEFAULT_GRACE: i64 = 30;
@@ -25,8 +29,16 @@ pub struct Plan {
     pub shape: Shape,
     pub runner_index: usize,
     /// What the supervisor wraps; `None` when the runner's command is unknown
-    /// (image ENTRYPOINT, no known entrypoint, no annotation).
+    /// (image ENTRYPOINT, no known entrypoint, no annotation, no registry answer).
     pub wrapped_command: Option<Vec<String>>,
+    /// `args` to add: the image's CMD, when the command came from the
+    /// registry and the pod has no args of its own.
+    pub added_args: Option<Vec<String>>,
+    /// How the command was found.
+    pub command_source: CommandSource,
+    /// What the caller could look up for the next pod: set when the command
+    /// had to come from the image and the lookup knew nothing.
+    pub unresolved: Option<Query>,
     pub set_share_process_namespace: bool,
     /// New `terminationGracePeriodSeconds`, when the pod's is too short.
     pub raise_grace_to: Option<u32>,
@@ -47,9 +59,8 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
     pub native: bool,
-    /// The sidecar must not wait for a runner that never writes `runner.pid`
-    /// (no supervisor), nor in native mode (the kubelet orders the stop).
-    pub standalone_sidecar: bool,
+    /// How the sidecar learns that the runner has ended.
+    pub sidecar: SidecarRole,
     /// How long Docker may take to come up (the native postStart hook's bound).
     pub docker_wait_budget: u32,
     /// The pod's Docker settings: its profile, with its own resources and
@@ -67,7 +78,9 @@ impl Shape {
 
     /// The shapes of pods with profile `dind` that collide with none of our
     /// names and set no override: classic with the supervisor, classic
-    /// without, native.
+    /// standalone (the policy delivery's unsupervised runner), native, and
+    /// classic watching an unsupervised runner named `runner`. The policy
+    /// delivery reads the first three by position.
     pub fn defaults(config: &Config, dind: &Arc<DindConfig>) -> Vec<Shape> {
         let mut names = NameAllocator::new(Vec::new());
         let volumes = VolumeNames::allocate(&mut names, dind);
@@ -79,19 +92,39 @@ impl Shape {
         };
         let work = dir(&config.runner.work_dir, volume::WORK);
         let externals = dir(&config.runner.externals_dir, volume::EXTERNALS);
-        [(false, false), (false, true), (true, true)]
-            .into_iter()
-            .map(|(native, standalone_sidecar)| Shape {
-                native,
-                standalone_sidecar,
-                docker_wait_budget: config.runner.docker_wait_seconds,
-                dind: dind.clone(),
-                volumes: volumes.clone(),
-                work: work.clone(),
-                externals: externals.clone(),
-            })
-            .collect()
+        let watch = SidecarRole::WatchRunner(DEFAULT_RUNNER.into());
+        [
+            (false, SidecarRole::Protocol),
+            (false, SidecarRole::Standalone),
+            (true, SidecarRole::Standalone),
+            (false, watch),
+        ]
+        .into_iter()
+        .map(|(native, sidecar)| Shape {
+            native,
+            sidecar,
+            docker_wait_budget: config.runner.docker_wait_seconds,
+            dind: dind.clone(),
+            volumes: volumes.clone(),
+            work: work.clone(),
+            externals: externals.clone(),
+        })
+        .collect()
     }
+}
+
+/// How the sidecar learns that the runner has ended (see `inpod::sidecar`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SidecarRole {
+    /// Classic mode, supervised runner: the run directory's protocol.
+    Protocol,
+    /// Classic mode, unsupervised runner (no command known): the runner
+    /// container (this name) is found by its marker variable and watched by
+    /// its cgroup, so the daemon stops and the pod completes when it ends.
+    WatchRunner(String),
+    /// Native mode (the kubelet stops the sidecar after the runner), or the
+    /// policy delivery's unsupervised runner: nothing to wait for.
+    Standalone,
 }
 
 /// Names of the volumes the engine adds, unique within the pod.
@@ -185,6 +218,7 @@ pub fn plan(
     dind: Arc<DindConfig>,
     overrides: Overrides,
     auto_mode: Mode,
+    lookup: &Lookup<'_>,
 ) -> Result<Plan, Denial> {
     let mut warnings = Vec::new();
     let mode = Mode::resolve(
@@ -198,12 +232,14 @@ pub fn plan(
     let runner_name = pod::name(runner);
     check_reserved_mounts(runner)?;
 
-    let wrapped_command = wrapped_command(runner, config, &overrides);
+    let Command {
+        wrapped: wrapped_command,
+        added_args,
+        source: command_source,
+        unresolved,
+    } = command(pod, runner, config, &overrides, lookup);
     if wrapped_command.is_none() {
-        warnings.push(format!(
-            "container {runner_name:?} has no command: set annotation {} for drain and clean stop",
-            annotation::ENTRYPOINT
-        ));
+        warnings.push(unsupervised_warning(runner_name));
     }
     let grace = Grace::resolve(pod, config, &overrides);
     let drain_timeout = drain_timeout(config, &overrides, grace.effective)?;
@@ -212,11 +248,16 @@ pub fn plan(
         .unwrap_or(config.runner.docker_wait_seconds);
 
     // The lifecycle protocol runs only between a supervisor and a classic
-    // sidecar; it needs the PID namespace shared (hostPID shares it already).
-    let coordinated = !native && wrapped_command.is_some();
-    let set_share_process_namespace = coordinated
-        && !pod::spec_bool(pod, "hostPID")
-        && !pod::spec_bool(pod, "shareProcessNamespace");
+    // sidecar; without a supervisor the classic sidecar watches the runner
+    // container's processes. Both need the PID namespace shared (hostPID
+    // shares it already).
+    let sidecar = match (native, &wrapped_command) {
+        (true, _) => SidecarRole::Standalone,
+        (false, Some(_)) => SidecarRole::Protocol,
+        (false, None) => SidecarRole::WatchRunner(runner_name.to_string()),
+    };
+    let set_share_process_namespace =
+        !native && !pod::spec_bool(pod, "hostPID") && !pod::spec_bool(pod, "shareProcessNamespace");
 
     let mut names = NameAllocator::new(pod::volume_names(pod));
     let volumes = VolumeNames::allocate(&mut names, &dind);
@@ -237,7 +278,7 @@ pub fn plan(
     Ok(Plan {
         shape: Shape {
             native,
-            standalone_sidecar: !coordinated,
+            sidecar,
             docker_wait_budget,
             dind,
             volumes,
@@ -246,6 +287,9 @@ pub fn plan(
         },
         runner_index,
         wrapped_command,
+        added_args,
+        command_source,
+        unresolved,
         set_share_process_namespace,
         raise_grace_to: grace.raise_to,
         drain_timeout,
@@ -257,13 +301,22 @@ pub fn plan(
     })
 }
 
+/// What a pod whose runner's command is unknown loses, and how to get it
+/// back. Short: the apiserver drops warnings over 120 characters.
+fn unsupervised_warning(runner: &str) -> String {
+    format!(
+        "runner {runner:?} unsupervised (command unknown): no drain, SIGINT or Docker wait; set {}",
+        annotation::ENTRYPOINT
+    )
+}
+
 /// The annotated container, else the one named `runner`, else the first.
 fn runner_index(pod: &Value, wanted: Option<&str>) -> Result<usize, Denial> {
     let containers = pod::containers(pod, ContainerList::Containers);
     let Some(wanted) = wanted else {
         return Ok(containers
             .iter()
-            .position(|c| pod::name(c) == "runner")
+            .position(|c| pod::name(c) == DEFAULT_RUNNER)
             .unwrap_or(0));
     };
     containers
@@ -301,18 +354,61 @@ fn check_reserved_mounts(runner: &Value) -> Result<(), Denial> {
     Ok(())
 }
 
+/// What a caller knows about images' commands (the webhook: its registry
+/// cache; offline: nothing).
+pub type Lookup<'a> = dyn Fn(&Query) -> Option<ImageCommand> + 'a;
+
+/// The runner's command and how it was found.
+struct Command {
+    wrapped: Option<Vec<String>>,
+    added_args: Option<Vec<String>>,
+    source: CommandSource,
+    unresolved: Option<Query>,
+}
+
 /// What the supervisor wraps: the runner's command, else the annotated
-/// entrypoint, else the configured one for its image; `None` if unknown.
-fn wrapped_command(runner: &Value, config: &Config, overrides: &Overrides) -> Option<Vec<String>> {
-    match pod::strings(runner, "command") {
-        Some(cmd) if !cmd.is_empty() => Some(cmd.into_iter().map(String::from).collect()),
-        _ => {
-            let image = runner.get("image").and_then(Value::as_str).unwrap_or("");
-            overrides
-                .entrypoint
-                .clone()
-                .or_else(|| config.entrypoint_for(image).map(<[String]>::to_vec))
-        }
+/// entrypoint, else the configured one for its image, else its image's
+/// ENTRYPOINT and CMD if the caller knows them; `None` if unknown.
+fn command(
+    pod: &Value,
+    runner: &Value,
+    config: &Config,
+    overrides: &Overrides,
+    lookup: &Lookup<'_>,
+) -> Command {
+    let found = |wrapped: Vec<String>, source| Command {
+        wrapped: Some(wrapped),
+        added_args: None,
+        source,
+        unresolved: None,
+    };
+    if let Some(cmd) = pod::strings(runner, "command").filter(|c| !c.is_empty()) {
+        return found(
+            cmd.into_iter().map(String::from).collect(),
+            CommandSource::Spec,
+        );
+    }
+    if let Some(entrypoint) = &overrides.entrypoint {
+        return found(entrypoint.clone(), CommandSource::Annotation);
+    }
+    let image = runner.get("image").and_then(Value::as_str).unwrap_or("");
+    if let Some(known) = config.entrypoint_for(image) {
+        return found(known.to_vec(), CommandSource::KnownImage);
+    }
+    let query = Query::of(pod, runner);
+    // Present, even empty: never replaced (only three fields ever are).
+    let pod_args = runner.get("args").is_some();
+    match lookup(&query).and_then(|image| entrypoint::from_image(&image, pod_args)) {
+        Some((wrapped, added_args)) => Command {
+            added_args,
+            ..found(wrapped, CommandSource::Registry)
+        },
+        None => Command {
+            wrapped: None,
+            added_args: None,
+            source: CommandSource::None,
+            unresolved: Some(query),
+        },
     }
 }
 

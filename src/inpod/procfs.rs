@@ -54,6 +54,17 @@ pub fn parse_stat(raw: &[u8]) -> Option<Stat> {
     })
 }
 
+/// `/proc/PID/cgroup`: which cgroup (v2) or cgroups (v1) the process is in.
+pub fn cgroup(pid: i32) -> std::io::Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+}
+
+/// `/proc/PID/environ`: the environment the process was started with
+/// (readable by the same user, or with CAP_SYS_PTRACE as in `dind`).
+pub fn environ(pid: i32) -> std::io::Result<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+}
+
 /// Every process visible now (processes that vanish while listing are skipped).
 pub fn processes() -> Vec<Stat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::outcome::{ErrorReason, Outcome, Skip};
-use crate::engine::{Decision, Engine, SkipReason};
+use crate::engine::{CommandSource, Decision, Engine, Lookup, Query, SkipReason};
 
 pub const API_V1: &str = "admission.k8s.io/v1";
 pub const API_V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -38,6 +38,10 @@ pub struct Answer {
     pub subject: Subject,
     /// The denial message or warnings, for the log line.
     pub detail: String,
+    /// For an injected pod: how the runner's command was found.
+    pub command_source: Option<CommandSource>,
+    /// The image look-up that could have found it (see `webhook::registry`).
+    pub unresolved: Option<Query>,
 }
 
 /// A request we cannot answer with an AdmissionReview: HTTP 400 and the
@@ -60,20 +64,23 @@ pub enum BadReview {
 
 /// Reviews one AdmissionReview body.
 pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
-    review_with(engine, body, |_| None)
+    review_with(engine, body, &|_| None, &|_| None)
 }
 
-/// [`review`], with the default profile each namespace names
-/// (`namespaceProfiles`; the server's watched cache answers).
+/// What `serve` knows beyond the review: the default profile each
+/// namespace names (`namespaceProfiles`; the watched cache answers), and
+/// images' commands (the registry cache).
 pub fn review_with(
     engine: &Engine,
     body: &[u8],
-    namespace_profile: impl Fn(&str) -> Option<String>,
+    namespace_profile: &dyn Fn(&str) -> Option<String>,
+    lookup: &Lookup<'_>,
 ) -> Result<Answer, BadReview> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| BadReview::NotJson(e.to_string()))?;
     let (api_version, request, uid) = envelope(&doc)?;
     let object = request.get("object").filter(|o| !o.is_null());
     let mut subject = subject_of(uid, request, object);
+    let mut command = (None, None);
     let (reply, outcome) = match pod_to_review(request, object) {
         Ok(pod) => {
             subject.dry_run = request
@@ -82,7 +89,7 @@ pub fn review_with(
                 .unwrap_or(false);
             // dryRun requests are answered exactly like real ones: no side effects.
             let profile = namespace_profile(&subject.namespace);
-            decide(engine, pod, profile.as_deref())
+            decide(engine, pod, profile.as_deref(), lookup, &mut command)
         }
         Err(unhandled) => unhandled,
     };
@@ -92,6 +99,8 @@ pub fn review_with(
         outcome,
         subject,
         detail,
+        command_source: command.0,
+        unresolved: command.1,
     })
 }
 
@@ -153,7 +162,13 @@ fn pod_to_review<'a>(
 
 /// The engine's decision as an answer. An engine bug is answered
 /// `allowed: false` with code 500 and a message asking to report it.
-fn decide(engine: &Engine, pod: &Value, namespace_profile: Option<&str>) -> (Reply, Outcome) {
+fn decide(
+    engine: &Engine,
+    pod: &Value,
+    namespace_profile: Option<&str>,
+    lookup: &Lookup<'_>,
+    command: &mut (Option<CommandSource>, Option<Query>),
+) -> (Reply, Outcome) {
     let bug = |what: String| {
         let message = format!("dind-injector: {what}; please report it");
         (
@@ -161,9 +176,12 @@ fn decide(engine: &Engine, pod: &Value, namespace_profile: Option<&str>) -> (Rep
             Outcome::Error(ErrorReason::Internal),
         )
     };
-    match engine.review_in(pod, namespace_profile) {
+    match engine.review_with(pod, namespace_profile, lookup) {
         Ok(Decision::Inject(injection)) => match serde_json::to_vec(&injection.patch) {
-            Ok(patch) => (Reply::Patch(patch, injection.warnings), Outcome::Injected),
+            Ok(patch) => {
+                *command = (Some(injection.command_source), injection.unresolved);
+                (Reply::Patch(patch, injection.warnings), Outcome::Injected)
+            }
             Err(e) => bug(format!("cannot encode the patch: {e}")),
         },
         Ok(Decision::Skip { reason, warning }) => (

@@ -7,4 +7,5 @@ pub mod cluster;
 pub mod detect;
 pub mod outcome;
 pub mod pki;
+pub mod registry;
 pub mod serve;

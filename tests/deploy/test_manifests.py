@@ -45,6 +45,7 @@ KNOWN_METRICS = {
     "dind_injector_ready",
     "dind_injector_build_info",
     "dind_injector_sidecar_mode",
+    "dind_injector_runner_commands_total",
 }
 
 
@@ -672,6 +673,17 @@ def test_custom_values_reach_the_objects(rendered):
     assert custom["imagePullSecrets"] == [{"name": "regcred"}]
     res = webhook_pod_spec(rendered["helm:resources"])["containers"][0]["resources"]
     assert res == VALUE_SETS["resources"]["resources"]
+
+
+def test_reading_pull_secrets_is_opt_in(tmp_path):
+    """config.registry.readPullSecrets (issue 16) grants get on Secrets and
+    ServiceAccounts, and only then; the binary accepts the rendered config."""
+    objs = render_chart({"config": {"registry": {"readPullSecrets": True}}}, tmp_path)
+    rules = one(objs, "ClusterRole")["rules"]
+    assert rules[-1] == {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]}
+    assert rendered_config(objs)["registry"]["readPullSecrets"] is True
+    default = one(render_chart({}, tmp_path), "ClusterRole")["rules"]
+    assert "secrets" not in json.dumps(default)
 
 
 def test_match_conditions_left_out_before_1_30(tmp_path):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the images the e2e node runs — localhost/e2e/pause:1,
-# localhost/e2e/runner:1, localhost/e2e/dind:1 — once per input, into the
+# localhost/e2e/runner:1 (and runner-entrypoint:1, the same with an
+# ENTRYPOINT instead of a CMD), localhost/e2e/dind:1 — once per input, into the
 # cache directory, and prints that directory on stdout. It holds one
 # docker-archive per image (for `ctr -n k8s.io images import FILE`, or
 # `docker load -i FILE`) and images.txt, `<file> <image reference>` lines.
@@ -71,6 +72,8 @@ key=$( {
 out=$cache/images-$key
 
 if [ -s "$out/images.txt" ]; then
+  # In use: the clean-up below keeps recent builds (parallel branches).
+  touch "$out"
   say "cached: $out"
   echo "$out"
   exit 0
@@ -151,6 +154,12 @@ install -m 0644 "$dest/job.tar" "$root/home/runner/job-image.tar"
 mkdir -p "$root/home/runner/_work"
 archive "$root" runner.tar localhost/e2e/runner:1 --cmd '["/home/runner/run.sh"]' \
   --env "$path_env" --env HOME=/home/runner --workdir /home/runner
+# The same files with only an ENTRYPOINT, like a custom runner image built
+# FROM a runner image (issue 16): a pod that sets no command runs it
+# unsupervised. One layer, the same bytes: containerd stores it once.
+archive "$root" runner-entrypoint.tar localhost/e2e/runner-entrypoint:1 \
+  --entrypoint '["/home/runner/run.sh"]' \
+  --env "$path_env" --env HOME=/home/runner --workdir /home/runner
 
 # --- dind -----------------------------------------------------------------
 
@@ -168,10 +177,12 @@ archive "$root" dind.tar localhost/e2e/dind:1 --entrypoint '["dockerd-entrypoint
   --env "$path_env" --env DOCKER_TLS_CERTDIR=/certs
 
 printf '%s\n' "pause.tar localhost/e2e/pause:1" "runner.tar localhost/e2e/runner:1" \
+  "runner-entrypoint.tar localhost/e2e/runner-entrypoint:1" \
   "dind.tar localhost/e2e/dind:1" > "$dest/images.txt"
 rm -rf "$out"
 mv "$dest" "$out"
-# Older builds are a few hundred MB each and nothing uses them any more.
-find "$cache" -maxdepth 1 -name 'images-*' ! -name "${out##*/}" -exec rm -rf {} +
+# Older builds are a few hundred MB each and nothing uses them any more;
+# one used in the last hours may be another branch's, in a run right now.
+find "$cache" -maxdepth 1 -name 'images-*' ! -name "${out##*/}" -mmin +240 -exec rm -rf {} +
 say "built in $(( $(date +%s) - start )) s: $out"
 echo "$out"

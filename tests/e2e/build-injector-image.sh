@@ -20,6 +20,7 @@ out=$cache/image-injector-$key
 ref=localhost/e2e/dind-injector:1
 
 if [ -f "$out/images.txt" ]; then
+  touch "$out"  # in use: kept by the clean-up below
   echo "injector image: $ref (cached: $out)" >&2
   echo "$out"
   exit 0
@@ -33,6 +34,6 @@ rm -rf "$out"
 mv "$tmp" "$out"
 # Older images of other binaries go, but not while a concurrent run (of
 # another worktree) may still import one.
-find "$cache" -maxdepth 1 -name 'image-injector-*' ! -name "${out##*/}" -mmin +120 -exec rm -rf {} +
+find "$cache" -maxdepth 1 -name 'image-injector-*' ! -name "${out##*/}" -mmin +240 -exec rm -rf {} +
 echo "injector image: $ref written to $out" >&2
 echo "$out"

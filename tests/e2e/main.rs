@@ -162,6 +162,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         on_node::node_docker_ready_before_runner,
         on_node::node_job_runs_docker,
         on_node::node_runner_exit_code,
+        on_node::node_runner_without_command_completes,
         on_node::node_scale_down_drains,
         on_node::node_killed_runner_ends_pod,
         on_node::node_unlabelled_pod_runs_untouched,

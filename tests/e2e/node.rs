@@ -42,6 +42,8 @@ pub struct Images {
     pub pause: String,
     pub dind: String,
     pub runner: String,
+    /// The runner image with an ENTRYPOINT and no CMD (issue 16).
+    pub runner_entrypoint: String,
     pub injector: String,
 }
 
@@ -75,6 +77,7 @@ impl Images {
             pause: find("/pause")?,
             dind: find("/dind")?,
             runner: find("/runner")?,
+            runner_entrypoint: find("/runner-entrypoint")?,
             injector: find("/dind-injector")?,
             archives,
         })

@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 use crate::node::POD_MTU;
-use crate::pods::{check_injected, Mode};
+use crate::pods::{check_injected, check_injected_unsupervised, Mode};
 use crate::runs::{now, watch_until, Recording};
 use crate::scenarios::runners;
 use crate::{Env, RUNNERS};
@@ -190,6 +190,61 @@ pub(crate) async fn job_runs_docker(env: &Env, ns: &str, mode: Mode, run: &str) 
     );
     jobs.delete(&run, &DeleteParams::background()).await?;
     Ok(())
+}
+
+/// Issue 16: a Job whose runner image has only an ENTRYPOINT and whose pod
+/// sets no command. The image's registry (`localhost`, as the webhook's pod
+/// sees it) does not answer, so the webhook cannot know the command: the
+/// fallback, an unsupervised runner. It still completes: in classic mode the sidecar watches
+/// the runner container's processes and stops Docker when they have ended,
+/// in native mode the kubelet stops the sidecar. The runner may start
+/// before Docker answers (nothing holds it), so its job waits for Docker.
+pub(crate) async fn node_runner_without_command_completes(env: &mut Env) -> Result<()> {
+    let env = &*env;
+    both(|mode| async move {
+        let run = format!("entrypoint-{}", mode.as_str());
+        let jobs: Api<Job> = Api::namespaced(env.client.clone(), RUNNERS);
+        let commands = format!(
+            "until docker version > /dev/null 2>&1; do sleep 0.2; done; {DOCKER_JOB}"
+        );
+        let vars = [("RUNNER_DOCKER_CHECK", "0"), ("JOB_COMMANDS", commands.as_str())];
+        let mut tpl = template(env, mode, runner_labels(&run), &vars, json!({}));
+        let runner = &mut tpl["spec"]["containers"][0];
+        runner["image"] = json!(env.images.runner_entrypoint);
+        runner
+            .as_object_mut()
+            .context("runner container")?
+            .remove("command");
+        let job: Job = serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": run},
+            "spec": {"backoffLimit": 0, "template": tpl}
+        }))?;
+        jobs.create(&PostParams::default(), &job).await?;
+        let api = runners(env);
+        let name = pod_of(&api, &run).await?;
+        check_injected_unsupervised(&api.get(&name).await?, mode)?;
+        let mut rec = Recording::default();
+        let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
+        ensure!(rec.phase() == "Succeeded", "phase {}:\n{}", rec.phase(), rec.dump());
+        ensure!(rec.exit_code(RUNNER)? == 0, "runner exit code:\n{}", rec.dump());
+        rec.first(RUNNER, "file=from-the-job")?;
+        let exit = rec.first(RUNNER, "runner: exit 0")?.at;
+        if mode == Mode::Classic {
+            rec.first(DIND, "watching the runner container \"runner\"")?;
+            rec.first(DIND, "every process of the runner container \"runner\" has ended")?;
+        }
+        let complete = job_condition(&jobs, &run, "Complete").await?;
+        println!(
+            "e2e:   {}: runner from its image's ENTRYPOINT, unsupervised: its job ran Docker; runner exit → pod Succeeded {}, → Job Complete {}",
+            mode.as_str(),
+            secs(exit, ended),
+            secs(exit, complete),
+        );
+        jobs.delete(&run, &DeleteParams::background()).await?;
+        Ok(())
+    })
+    .await
 }
 
 /// 2: a runner that exits 3 fails its Job's pod with the runner's code, and

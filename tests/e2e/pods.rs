@@ -2,7 +2,9 @@
 //! after the apiserver ran our webhook, its own defaulting and validation.
 
 use anyhow::{bail, ensure, Context, Result};
-use dind_injector::contract::{annotation, container, path, volume, DOCKER_HOST, STATUS_INJECTED};
+use dind_injector::contract::{
+    annotation, container, path, volume, DOCKER_HOST, RUNNER_MARKER_ENV, STATUS_INJECTED,
+};
 pub use dind_injector::engine::Mode;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
@@ -58,9 +60,19 @@ fn env_value<'a>(c: &'a Value, name: &str) -> Option<&'a str> {
 
 /// Every part of the injection, as stored.
 pub fn check_injected(pod: &Pod, mode: Mode) -> Result<()> {
+    check_injected_as(pod, mode, true)
+}
+
+/// [`check_injected`] for a runner whose command is unknown (issue 16):
+/// not supervised, and in classic mode watched by the sidecar instead.
+pub fn check_injected_unsupervised(pod: &Pod, mode: Mode) -> Result<()> {
+    check_injected_as(pod, mode, false)
+}
+
+fn check_injected_as(pod: &Pod, mode: Mode, supervised: bool) -> Result<()> {
     let v = serde_json::to_value(pod)?;
     let name = v["metadata"]["name"].as_str().unwrap_or("?").to_string();
-    check(&v, mode).with_context(|| {
+    check(&v, mode, supervised).with_context(|| {
         format!(
             "pod {name}: {}",
             serde_json::to_string_pretty(&v["spec"]).unwrap_or_default()
@@ -68,7 +80,7 @@ pub fn check_injected(pod: &Pod, mode: Mode) -> Result<()> {
     })
 }
 
-fn check(v: &Value, mode: Mode) -> Result<()> {
+fn check(v: &Value, mode: Mode, supervised: bool) -> Result<()> {
     let spec = &v["spec"];
     ensure!(
         v["metadata"]["annotations"][annotation::STATUS] == STATUS_INJECTED,
@@ -153,14 +165,35 @@ fn check(v: &Value, mode: Mode) -> Result<()> {
         .as_array()
         .map(|c| c.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    ensure!(
-        command.first() == Some(&path::BINARY) && command.get(1) == Some(&"supervise"),
-        "runner not supervised: {command:?}"
-    );
-    ensure!(
-        command.last() == Some(&RUNNER_ENTRYPOINT),
-        "runner entrypoint lost: {command:?}"
-    );
+    if supervised {
+        ensure!(
+            command.first() == Some(&path::BINARY) && command.get(1) == Some(&"supervise"),
+            "runner not supervised: {command:?}"
+        );
+        ensure!(
+            command.last() == Some(&RUNNER_ENTRYPOINT),
+            "runner entrypoint lost: {command:?}"
+        );
+    } else {
+        ensure!(
+            command.is_empty(),
+            "an unsupervised runner got a command: {command:?}"
+        );
+        let flag = dind["command"][2].as_str().unwrap_or("");
+        let (want_flag, want_marker) = match mode {
+            Mode::Classic => ("--watch-runner=runner", Some("runner")),
+            Mode::Native => ("--standalone", None),
+        };
+        ensure!(
+            flag == want_flag,
+            "dind's flag {flag:?}, want {want_flag:?}"
+        );
+        ensure!(
+            env_value(runner, RUNNER_MARKER_ENV) == want_marker,
+            "{RUNNER_MARKER_ENV} on the runner: {:?}, want {want_marker:?}",
+            env_value(runner, RUNNER_MARKER_ENV)
+        );
+    }
     ensure!(
         env_value(runner, "DOCKER_HOST") == Some(DOCKER_HOST),
         "DOCKER_HOST"

@@ -684,7 +684,8 @@ fn append(has: &str, path: &str, items: &str) -> String {
 fn mutations(config: &Config, dind: &Arc<DindConfig>, mode: Mode) -> Result<Vec<Value>, Error> {
     let native = mode == Mode::Native;
     let shapes = Shape::defaults(config, dind);
-    // Shape::defaults: classic supervised, classic standalone, native.
+    // Shape::defaults: classic supervised, classic standalone, native (then
+    // classic watching, which needs what the policy cannot add: a marker).
     let (main, standalone) = if native {
         (&shapes[2], &shapes[2])
     } else {
@@ -765,7 +766,7 @@ fn mutations(config: &Config, dind: &Arc<DindConfig>, mode: Mode) -> Result<Vec<
     )));
 
     let env = literal(
-        &Value::Array(build::runner_env(&[])?),
+        &Value::Array(build::runner_env(&[], main)?),
         "Object.spec.containers.env",
     );
     let env = format!(

@@ -8,8 +8,12 @@
 //! file, by its disappearance (SIGKILL, OOM kill: no exit file ever comes),
 //! or because no runner ever started. It reads the current state before it
 //! waits, so a runner that ended before the sidecar looked is not missed.
+//! A runner that is not supervised (its command is unknown) writes no
+//! files; with `--watch-runner` the sidecar follows its container's
+//! processes instead ([`container`]) and stops the daemon the same way.
 
 pub mod args;
+pub mod container;
 pub mod dockerd;
 pub mod mtu;
 pub mod ping;
@@ -25,6 +29,7 @@ use crate::inpod::signals::{self, SignalPipe};
 use crate::inpod::{reaper, spawn};
 
 pub use args::Args;
+use container::{ContainerWatch, Seen};
 pub use mtu::Mtu;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,9 @@ fn log(msg: std::fmt::Arguments<'_>) {
 const FORWARDED: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 /// How often the state is re-read when nothing wakes the loop earlier.
 const TICK: Duration = Duration::from_millis(200);
+/// The same without a supervisor: a look at every process's cgroup, and
+/// nothing (no pidfd) wakes the loop when the runner ends.
+const WATCH_TICK: Duration = Duration::from_millis(500);
 
 /// Runs the sidecar; returns the exit code.
 pub fn run(config: &Args) -> Result<u8, Error> {
@@ -119,13 +127,111 @@ fn standalone(sigs: &SignalPipe, daemon: Pid) -> u8 {
     }
 }
 
-/// What the sidecar knows about the runner.
-struct Watch {
+/// What the sidecar knows about the runner, and how it learns it.
+enum Watch {
+    /// The supervisor's files in the run directory.
+    Protocol(ProtocolWatch),
+    /// The runner container's processes (no supervisor).
+    Container { watch: ContainerWatch, last: Seen },
+}
+
+impl Watch {
+    fn new(config: &Args) -> Self {
+        match &config.spec.watch_runner {
+            Some(name) => Watch::Container {
+                watch: ContainerWatch::new(name),
+                last: Seen::NotYet,
+            },
+            None => Watch::Protocol(ProtocolWatch {
+                record: None,
+                pidfd: None,
+            }),
+        }
+    }
+
+    /// `Some(reason)` when the daemon must stop.
+    fn check(&mut self, run_dir: &RunDir, config: &Args, started: Instant) -> Option<String> {
+        let (watch, last) = match self {
+            Watch::Protocol(p) => return p.check(run_dir, config, started),
+            Watch::Container { watch, last } => (watch, last),
+        };
+        let seen = watch.look();
+        if *last == Seen::NotYet {
+            if let (Some((cgroup, pid)), Seen::Running { .. }) = (watch.found(), &seen) {
+                log(format_args!(
+                    "watching the runner container {:?} (pid {pid}, cgroups {}): \
+                     not supervised, the daemon stops when its processes have ended",
+                    watch.name(),
+                    cgroup.replace('\n', " ")
+                ));
+            }
+        }
+        *last = seen.clone();
+        match seen {
+            Seen::Ended => Some(format!(
+                "every process of the runner container {:?} has ended",
+                watch.name()
+            )),
+            Seen::NotYet if started.elapsed() >= config.runner_start_timeout.duration() => {
+                Some(format!(
+                    "no runner started within {}s (no process with {}={})",
+                    config.runner_start_timeout.duration().as_secs(),
+                    crate::contract::RUNNER_MARKER_ENV,
+                    watch.name()
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// What wakes the loop when the runner ends, besides the tick.
+    fn wake_fd(&self) -> Option<&OwnedFd> {
+        match self {
+            Watch::Protocol(p) => p.pidfd.as_ref(),
+            Watch::Container { .. } => None,
+        }
+    }
+
+    fn tick(&self) -> Duration {
+        match self {
+            Watch::Protocol(_) => TICK,
+            Watch::Container { .. } => WATCH_TICK,
+        }
+    }
+
+    /// The runner, described, while it runs.
+    fn running(&self) -> Option<String> {
+        match self {
+            Watch::Protocol(p) => p
+                .record
+                .filter(|r| r.is_alive())
+                .map(|r| format!("the runner (pid {})", r.pid)),
+            Watch::Container { watch, last } => match last {
+                Seen::Running { processes } => Some(format!(
+                    "the runner container {:?} ({processes} processes)",
+                    watch.name()
+                )),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether a runner was ever seen.
+    fn seen(&self) -> bool {
+        match self {
+            Watch::Protocol(p) => p.record.is_some(),
+            Watch::Container { last, .. } => *last != Seen::NotYet,
+        }
+    }
+}
+
+/// The supervisor's side of the protocol, as the sidecar reads it.
+struct ProtocolWatch {
     record: Option<RunnerRecord>,
     pidfd: Option<OwnedFd>,
 }
 
-impl Watch {
+impl ProtocolWatch {
     /// Reads the run directory. `Some(reason)` when the daemon must stop.
     fn check(&mut self, run_dir: &RunDir, config: &Args, started: Instant) -> Option<String> {
         if let Some(code) = run_dir.runner_exit() {
@@ -175,10 +281,7 @@ fn coordinated(
     daemon: Pid,
     started: Instant,
 ) -> u8 {
-    let mut watch = Watch {
-        record: None,
-        pidfd: None,
-    };
+    let mut watch = Watch::new(config);
     let mut held = false;
     loop {
         // State first, then wait: nothing that happened before we looked
@@ -187,7 +290,7 @@ fn coordinated(
             log(format_args!("{reason}: stopping the daemon"));
             return stop_daemon(config, run_dir, sigs, daemon);
         }
-        let got = sigs.wait_with(watch.pidfd.as_ref(), TICK);
+        let got = sigs.wait_with(watch.wake_fd(), watch.tick());
         if let Some(status) = reaper::reap_all(Some(daemon)) {
             run_dir.remove(rundir::DOCKER_READY);
             let code = spawn::exit_code(status);
@@ -208,19 +311,18 @@ fn coordinated(
                 log(format_args!("{reason}: stopping the daemon"));
                 return stop_daemon(config, run_dir, sigs, daemon);
             }
-            match watch.record.filter(|r| r.is_alive()) {
-                Some(r) => {
+            match watch.running() {
+                Some(runner) => {
                     if !held {
                         log(format_args!(
-                            "{} held back: the runner (pid {}) still runs; \
+                            "{} held back: {runner} still runs; \
                              the daemon stops when it has ended",
                             signals::name(sig),
-                            r.pid
                         ));
                     }
                     held = true;
                 }
-                None if watch.record.is_none() => {
+                None if !watch.seen() => {
                     log(format_args!(
                         "{} and no runner has started: stopping the daemon",
                         signals::name(sig)

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::engine::CommandSource;
 use crate::webhook::outcome::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +26,11 @@ pub struct ReviewLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabels {
     mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +47,7 @@ pub struct Metrics {
     accepted: Counter,
     ready: Gauge<i64, AtomicI64>,
     sidecar_mode: Family<ModeLabels, Gauge>,
+    runner_commands: Family<SourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +102,17 @@ impl Metrics {
             "1 for the sidecar mode that `auto` (or the configured mode) means now",
             sidecar_mode.clone(),
         );
+        let runner_commands = Family::<SourceLabels, Counter>::default();
+        for source in CommandSource::ALL {
+            let _ = runner_commands.get_or_create(&SourceLabels {
+                source: source.as_str(),
+            });
+        }
+        registry.register(
+            "runner_commands",
+            "Injected pods by how the runner's command was found (spec, annotation, known-image, registry, none)",
+            runner_commands.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -111,7 +129,17 @@ impl Metrics {
             accepted,
             ready,
             sidecar_mode,
+            runner_commands,
         }
+    }
+
+    /// Counts one injected pod under how its runner's command was found.
+    pub fn runner_command(&self, source: CommandSource) {
+        self.runner_commands
+            .get_or_create(&SourceLabels {
+                source: source.as_str(),
+            })
+            .inc();
     }
 
     pub fn set_sidecar_mode(&self, mode: &'static str) {
@@ -177,7 +205,13 @@ mod tests {
         m.connections(1);
         m.connections(1);
         m.connections(-1);
+        m.runner_command(CommandSource::Registry);
         let text = m.encode().unwrap();
+        assert!(
+            text.contains(r#"dind_injector_runner_commands_total{source="registry"} 1"#)
+                && text.contains(r#"dind_injector_runner_commands_total{source="none"} 0"#),
+            "{text}"
+        );
         assert!(
             text.contains(
                 r#"dind_injector_reviews_total{outcome="skipped",reason="not-a-runner"} 1"#

@@ -14,13 +14,17 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use super::metrics::Metrics;
 use super::namespaces::NamespaceProfiles;
 use super::server::{EngineHandle, Readiness};
+use crate::engine::Query;
 use crate::webhook::admission;
 use crate::webhook::outcome::{ErrorReason, Outcome};
+use crate::webhook::registry::{Resolution, Resolver};
 
 pub struct AppState {
     pub engine: Arc<EngineHandle>,
     /// The namespaces' default profiles, when `namespaceProfiles` is on.
     pub namespaces: Option<Arc<NamespaceProfiles>>,
+    /// Images' ENTRYPOINT and CMD for runners without a command.
+    pub registry: Option<Arc<Resolver>>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub max_body_bytes: usize,
@@ -91,8 +95,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Err(refusal) => return refusal.respond(&state),
     };
     let reviewed_at = Instant::now();
-    let namespace_profile = |ns: &str| state.namespaces.as_ref().and_then(|n| n.get(ns));
-    let answer = match admission::review_with(&state.engine.get(), &bytes, namespace_profile) {
+    let answer = match reviewed(&state, &bytes).await {
         Ok(answer) => answer,
         Err(bad) => {
             let status = StatusCode::BAD_REQUEST;
@@ -101,6 +104,9 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     };
     let took = reviewed_at.elapsed();
     state.metrics.review(answer.outcome, Some(took));
+    if let Some(source) = answer.command_source {
+        state.metrics.runner_command(source);
+    }
     log_review(&answer, took);
     match serde_json::to_vec(&answer.review) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
@@ -171,6 +177,41 @@ async fn read_json_body(
     }
 }
 
+/// The review, with the runner's command from its image's registry when
+/// the spec has none: the engine reviews with what the cache knows; if it
+/// needed an image the cache did not know, that image is looked up (at
+/// most the budget) and the pod reviewed again if it was found. Only the
+/// first pod of an image per cache period pays for this.
+async fn reviewed(
+    state: &AppState,
+    body: &[u8],
+) -> Result<admission::Answer, admission::BadReview> {
+    let engine = state.engine.get();
+    let namespace_profile = |ns: &str| state.namespaces.as_ref().and_then(|n| n.get(ns));
+    let Some(registry) = &state.registry else {
+        return admission::review_with(&engine, body, &namespace_profile, &|_| None);
+    };
+    let lookup = |q: &Query| registry.cached(q);
+    let answer = admission::review_with(&engine, body, &namespace_profile, &lookup)?;
+    let Some(query) = &answer.unresolved else {
+        return Ok(answer);
+    };
+    if registry.cached(query).is_some() || registry.failure(query).is_some() {
+        return Ok(answer);
+    }
+    match registry.resolve(query, &answer.subject.namespace).await {
+        Resolution::Known if registry.cached(query).is_some() => {
+            admission::review_with(&engine, body, &namespace_profile, &lookup)
+        }
+        Resolution::Known => Ok(answer),
+        Resolution::Pending => {
+            tracing::info!(image = %query.image, uid = %answer.subject.uid,
+                "registry: no answer within the budget; admitted unsupervised, the look-up goes on for the next pod");
+            Ok(answer)
+        }
+    }
+}
+
 /// One line per review: at warn when the user or the operator has to act.
 fn log_review(answer: &admission::Answer, took: Duration) {
     let s = &answer.subject;
@@ -179,7 +220,8 @@ fn log_review(answer: &admission::Answer, took: Duration) {
             tracing::$level!(
                 uid = %s.uid, namespace = %s.namespace, pod = %s.name, owner = %s.owner,
                 dry_run = s.dry_run, decision = answer.outcome.as_str(), reason = answer.outcome.reason(),
-                detail = %answer.detail, duration_us = took.as_micros() as u64, "review"
+                detail = %answer.detail, command_source = answer.command_source.map_or("", |s| s.as_str()),
+                duration_us = took.as_micros() as u64, "review"
             )
         };
     }

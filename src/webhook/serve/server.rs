@@ -115,9 +115,11 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     let namespace_profiles = engine.config().namespace_profiles;
     let engine = Arc::new(EngineHandle::new(engine));
     let namespaces = namespace_profiles.then(Arc::default);
+    let registry = crate::webhook::registry::from_config(&engine.get().config().registry).await?;
     let app = routes::router(Arc::new(routes::AppState {
         namespaces: namespaces.clone(),
         engine: engine.clone(),
+        registry,
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         max_body_bytes: options.max_body_bytes,
