@@ -131,22 +131,34 @@ const COPY_EXTERNALS: &str = r#"if [ -d "$1" ]; then exec cp -a "$1/." "$2/"; fi
 /// Copies the runner image's externals into the shared volume, from the
 /// runner's own image (the files exist nowhere else).
 pub fn externals_container(
-    runner: &Value,
+    image: Option<&str>,
+    pull_policy: Option<&str>,
     externals_dir: &str,
     volume: &str,
 ) -> Result<Value, serde_json::Error> {
-    let image = runner
-        .get("image")
-        .and_then(Value::as_str)
-        .map(String::from);
-    let pull = runner
-        .get("imagePullPolicy")
-        .and_then(Value::as_str)
-        .map(String::from);
-    serde_json::to_value(Container {
+    serde_json::to_value(externals(image, pull_policy, externals_dir, volume))
+}
+
+/// [`externals_container`] as JSON text, without a `Value` in between.
+pub fn externals_json(
+    image: Option<&str>,
+    pull_policy: Option<&str>,
+    externals_dir: &str,
+    volume: &str,
+) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&externals(image, pull_policy, externals_dir, volume))
+}
+
+fn externals(
+    image: Option<&str>,
+    pull_policy: Option<&str>,
+    externals_dir: &str,
+    volume: &str,
+) -> Container {
+    Container {
         name: container::EXTERNALS.into(),
-        image,
-        image_pull_policy: pull,
+        image: image.map(String::from),
+        image_pull_policy: pull_policy.map(String::from),
         command: Some(vec![
             "sh".into(),
             "-c".into(),
@@ -157,7 +169,7 @@ pub fn externals_container(
         ]),
         volume_mounts: Some(vec![mount(volume, path::EXTERNALS_STAGING, false)]),
         ..Default::default()
-    })
+    }
 }
 
 /// A probe that asks the daemon itself, over its unix socket.
@@ -320,7 +332,7 @@ impl SharedDir {
     fn daemon_mount(&self) -> Result<Value, serde_json::Error> {
         match self {
             SharedDir::Added { volume, path } => serde_json::to_value(mount(volume, path, false)),
-            SharedDir::Existing { mount } => Ok(mount.clone()),
+            SharedDir::Existing { mount } => serde_json::from_str(mount),
         }
     }
 }

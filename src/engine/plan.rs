@@ -7,10 +7,8 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
-
 use super::overrides::Overrides;
-use super::pod::{self, ContainerList};
+use super::view::{Container, PodView};
 use super::{Denial, DenyReason, Mode};
 use crate::contract::{annotation, volume};
 use crate::contract::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
@@ -118,8 +116,8 @@ pub enum SharedDir {
     /// A new emptyDir, mounted in both.
     Added { volume: String, path: String },
     /// The runner already mounts something there; the daemon gets a copy of
-    /// that mount (same volume, same subPath).
-    Existing { mount: Value },
+    /// that mount (same volume, same subPath), its JSON text as it came.
+    Existing { mount: String },
 }
 
 /// Picks names not used by the pod nor by each other: `base`, `base-1`, …
@@ -151,7 +149,7 @@ impl<'a> NameAllocator<'a> {
 /// below settles one question; they run in the order their denials are
 /// checked (runner, mounts, drain, shared directories).
 pub fn plan(
-    pod: &Value,
+    pod: &PodView,
     config: &Config,
     overrides: Overrides,
     auto_mode: Mode,
@@ -164,8 +162,8 @@ pub fn plan(
     let native = mode == Mode::Native;
 
     let runner_index = runner_index(pod, overrides.runner_container.as_deref())?;
-    let runner = &pod::containers(pod, ContainerList::Containers)[runner_index];
-    let runner_name = pod::name(runner);
+    let runner = &pod.containers()[runner_index];
+    let runner_name = &*runner.name;
     check_reserved_mounts(runner)?;
 
     let wrapped_command = wrapped_command(runner, config, &overrides);
@@ -185,10 +183,10 @@ pub fn plan(
     // sidecar; it needs the PID namespace shared (hostPID shares it already).
     let coordinated = !native && wrapped_command.is_some();
     let set_share_process_namespace = coordinated
-        && !pod::spec_bool(pod, "hostPID")
-        && !pod::spec_bool(pod, "shareProcessNamespace");
+        && !pod.spec_bool(|s| s.host_pid)
+        && !pod.spec_bool(|s| s.share_process_namespace);
 
-    let mut names = NameAllocator::new(pod::volume_names(pod));
+    let mut names = NameAllocator::new(pod.volume_names());
     let volumes = VolumeNames::allocate(&mut names);
     let (work, externals) = shared_dirs(runner, config, &overrides, &mut names)?;
     let externals_copy = match &externals {
@@ -230,19 +228,19 @@ pub fn plan(
 }
 
 /// The annotated container, else the one named `runner`, else the first.
-fn runner_index(pod: &Value, wanted: Option<&str>) -> Result<usize, Denial> {
-    let containers = pod::containers(pod, ContainerList::Containers);
+fn runner_index(pod: &PodView, wanted: Option<&str>) -> Result<usize, Denial> {
+    let containers = pod.containers();
     let Some(wanted) = wanted else {
         return Ok(containers
             .iter()
-            .position(|c| pod::name(c) == "runner")
+            .position(|c| &*c.name == "runner")
             .unwrap_or(0));
     };
     containers
         .iter()
-        .position(|c| pod::name(c) == wanted)
+        .position(|c| &*c.name == wanted)
         .ok_or_else(|| {
-            let names: Vec<&str> = containers.iter().map(pod::name).collect();
+            let names: Vec<&str> = containers.iter().map(|c| &*c.name).collect();
             Denial::new(
                 DenyReason::RunnerNotFound,
                 format!(
@@ -256,16 +254,16 @@ fn runner_index(pod: &Value, wanted: Option<&str>) -> Result<usize, Denial> {
 
 /// The runner must leave us the paths of its client certificates, the run
 /// dir and the bin dir.
-fn check_reserved_mounts(runner: &Value) -> Result<(), Denial> {
-    for m in pod::objects(runner, "volumeMounts") {
-        let at = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+fn check_reserved_mounts(runner: &Container) -> Result<(), Denial> {
+    for m in runner.mounts() {
+        let at = &*m.mount_path;
         if RUNNER_RESERVED_PATHS.contains(&at.trim_end_matches('/')) {
             return Err(Denial::new(
                 DenyReason::ReservedMountPath,
                 format!(
                     "container {:?} already mounts {at}, which dind-injector needs for \
                      Docker's client certificates, coordination and helper binary",
-                    pod::name(runner)
+                    &*runner.name
                 ),
             ));
         }
@@ -275,11 +273,15 @@ fn check_reserved_mounts(runner: &Value) -> Result<(), Denial> {
 
 /// What the supervisor wraps: the runner's command, else the annotated
 /// entrypoint, else the configured one for its image; `None` if unknown.
-fn wrapped_command(runner: &Value, config: &Config, overrides: &Overrides) -> Option<Vec<String>> {
-    match pod::strings(runner, "command") {
-        Some(cmd) if !cmd.is_empty() => Some(cmd.into_iter().map(String::from).collect()),
+fn wrapped_command(
+    runner: &Container,
+    config: &Config,
+    overrides: &Overrides,
+) -> Option<Vec<String>> {
+    match &runner.command {
+        Some(cmd) if !cmd.is_empty() => Some(cmd.iter().map(|s| s.to_string()).collect()),
         _ => {
-            let image = runner.get("image").and_then(Value::as_str).unwrap_or("");
+            let image = runner.image.as_deref().unwrap_or("");
             overrides
                 .entrypoint
                 .clone()
@@ -297,10 +299,8 @@ struct Grace {
 }
 
 impl Grace {
-    fn resolve(pod: &Value, config: &Config, overrides: &Overrides) -> Self {
-        let current = pod::spec(pod)
-            .and_then(|s| s.get("terminationGracePeriodSeconds"))
-            .and_then(Value::as_i64);
+    fn resolve(pod: &PodView, config: &Config, overrides: &Overrides) -> Self {
+        let current = pod.spec().and_then(|s| s.termination_grace_period_seconds);
         let min = overrides
             .termination_grace_period
             .unwrap_or(config.min_termination_grace_period_seconds);
@@ -352,20 +352,17 @@ fn drain_timeout(config: &Config, overrides: &Overrides, grace: u32) -> Result<u
 /// The work directory and the externals, each shared with the daemon at the
 /// same path: the runner's own mount if it has one there, else a new volume.
 fn shared_dirs(
-    runner: &Value,
+    runner: &Container,
     config: &Config,
     overrides: &Overrides,
     names: &mut NameAllocator,
 ) -> Result<(Option<SharedDir>, Option<SharedDir>), Denial> {
     let runner_mount_at = |dir: &str| {
-        pod::objects(runner, "volumeMounts")
+        runner
+            .mounts()
             .iter()
-            .find(|m| {
-                m.get("mountPath")
-                    .and_then(Value::as_str)
-                    .is_some_and(|p| p.trim_end_matches('/') == dir)
-            })
-            .cloned()
+            .find(|m| m.mount_path.trim_end_matches('/') == dir)
+            .map(|m| m.raw.to_string())
     };
     let mut shared = |dir: Option<String>, base: &str| {
         dir.map(|path| match runner_mount_at(&path) {
@@ -401,12 +398,8 @@ fn shared_dirs(
 }
 
 /// Docker variables the runner already sets itself (left as they are).
-fn env_kept(runner: &Value) -> Vec<&'static str> {
-    let sets = |name: &str| {
-        pod::objects(runner, "env")
-            .iter()
-            .any(|e| e.get("name").and_then(Value::as_str) == Some(name))
-    };
+fn env_kept(runner: &Container) -> Vec<&'static str> {
+    let sets = |name: &str| runner.env_names().any(|e| e == name);
     RUNNER_ENV
         .iter()
         .map(|(name, _)| *name)

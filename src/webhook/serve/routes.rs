@@ -88,7 +88,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Err(refusal) => return refusal.respond(&state),
     };
     let reviewed_at = Instant::now();
-    let answer = match admission::review(&state.engine.get(), &bytes) {
+    let answer = match admission::answer(&state.engine.get(), &bytes) {
         Ok(answer) => answer,
         Err(bad) => {
             let status = StatusCode::BAD_REQUEST;
@@ -98,15 +98,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     let took = reviewed_at.elapsed();
     state.metrics.review(answer.outcome, Some(took));
     log_review(&answer, took);
-    match serde_json::to_vec(&answer.review) {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorReason::Encode,
-            format!("cannot encode the answer: {e}"),
-        )
-        .respond(&state),
-    }
+    ([(header::CONTENT_TYPE, "application/json")], answer.json).into_response()
 }
 
 /// The body of a JSON request, within the size limit (declared length
@@ -168,7 +160,7 @@ async fn read_json_body(
 }
 
 /// One line per review: at warn when the user or the operator has to act.
-fn log_review(answer: &admission::Answer, took: Duration) {
+fn log_review(answer: &admission::Answered, took: Duration) {
     let s = &answer.subject;
     macro_rules! log_review {
         ($level:ident) => {
