@@ -71,7 +71,11 @@ pub struct Usage {
 /// Runs `f` and reports what it allocated (its result is dropped inside the
 /// measurement, so a result's own memory counts towards the peak).
 pub fn measure<T>(f: impl FnOnce() -> T) -> Usage {
-    let (allocations, bytes, live) = (ALLOCATIONS.load(Relaxed), BYTES.load(Relaxed), LIVE.load(Relaxed));
+    let (allocations, bytes, live) = (
+        ALLOCATIONS.load(Relaxed),
+        BYTES.load(Relaxed),
+        LIVE.load(Relaxed),
+    );
     PEAK.store(live, Relaxed);
     drop(std::hint::black_box(f()));
     Usage {

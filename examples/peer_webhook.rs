@@ -53,7 +53,9 @@ async fn mutate(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let [_, addr, cert, key] = args.as_slice() else {
         anyhow::bail!("usage: peer_webhook ADDR CERT KEY");
