@@ -12,6 +12,8 @@
 # 8 streams; the servers take turns at each load, so they share the
 # machine's noise. Then dind-injector at half its own 8x8 maximum (p50/p99),
 # and each server's peak RSS (VmHWM) per body. Run by `make bench-load`.
+# BEFORE_BIN=path/to/an/earlier/dind-injector adds that build as a fourth
+# server (before/after in the same run).
 # Bounded: every run lasts DURATION seconds, all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +85,9 @@ PY
 TABLE=$WORK/table.md
 HALF_TABLE=$WORK/half.md
 RSS_TABLE=$WORK/rss.md
+BEFORE_TABLE=$WORK/before.md
+echo "| body | load | before req/s | now req/s | now / before | p50 / p99 ms before | now |" >"$BEFORE_TABLE"
+echo "|---|---|---:|---:|---:|---:|---:|" >>"$BEFORE_TABLE"
 echo "| body | load | ceiling req/s | peer req/s | dind-injector req/s | dind / peer | dind / ceiling | p50 / p99 ms ceiling | peer | dind-injector | failed |" >"$TABLE"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$TABLE"
 echo "| body | offered (half its 8x8 maximum) | req/s | p50 ms | p99 ms | failed |" >"$HALF_TABLE"
@@ -99,6 +104,10 @@ for body in review pod10k; do
         --data-binary @"$BODY" "$WEBHOOK/mutate" >"$WORK/answer-$body.json"
     CEIL=$(start "ceiling-$body" "$CEILING" 127.0.0.1:0 "$CERT" "$KEY" "$WORK/answer-$body.json")
     PEERURL=$(start "peer-$body" "$PEER" 127.0.0.1:0 "$CERT" "$KEY")
+    if [ -n "${BEFORE_BIN:-}" ]; then
+        BEFORE=$(start "before-$body" "$BEFORE_BIN" serve --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
+            --tls-cert "$CERT" --tls-key "$KEY" --log-format json)
+    fi
     echo "==> $body: $(wc -c <"$BODY") bytes, answer $(wc -c <"$WORK/answer-$body.json") bytes; ${DURATION}s per run"
     MAX8=0
     for load in $LOADS; do
@@ -106,6 +115,10 @@ for body in review pod10k; do
         read -r C_RPS C_P50 C_P99 C_F < <(run "c-$body-$load" "$CEIL" "$BODY" "$conns" "$streams")
         read -r P_RPS P_P50 P_P99 P_F < <(run "p-$body-$load" "$PEERURL" "$BODY" "$conns" "$streams")
         read -r W_RPS W_P50 W_P99 W_F < <(run "w-$body-$load" "$WEBHOOK" "$BODY" "$conns" "$streams")
+        if [ -n "${BEFORE_BIN:-}" ]; then
+            read -r B_RPS B_P50 B_P99 _ < <(run "b-$body-$load" "$BEFORE" "$BODY" "$conns" "$streams")
+            echo "| $body | $load | $B_RPS | $W_RPS | $(python3 -c "print(f'{$W_RPS / $B_RPS:.2f}')") | $B_P50 / $B_P99 | $W_P50 / $W_P99 |" >>"$BEFORE_TABLE"
+        fi
         [ "$load" = 8x8 ] && MAX8=$W_RPS
         label="c=$conns"; [ "$streams" != 1 ] && label="${conns}x${streams}"
         ratios=$(python3 -c "print(f'{$W_RPS / $P_RPS:.2f} | {$W_RPS / $C_RPS:.2f}')")
@@ -118,6 +131,7 @@ for body in review pod10k; do
         echo "| $body | $((per_conn * 8)) | $H_RPS | $H_P50 | $H_P99 | $H_F |" | tee -a "$HALF_TABLE"
     fi
     echo "| $body | $(rss "ceiling-$body") | $(rss "peer-$body") | $(rss "webhook-$body") |" >>"$RSS_TABLE"
+    [ -n "${BEFORE_BIN:-}" ] && echo "| $body (before: $(rss "before-$body")) | | | |" >>"$RSS_TABLE" && stop "before-$body"
     stop "webhook-$body"; stop "ceiling-$body"; stop "peer-$body"
 done
 
@@ -133,3 +147,9 @@ echo
 echo "Peak RSS (VmHWM, MiB, over all the runs of that body):"
 echo
 cat "$RSS_TABLE"
+if [ -n "${BEFORE_BIN:-}" ]; then
+    echo
+    echo "dind-injector now against $BEFORE_BIN, in the same run:"
+    echo
+    cat "$BEFORE_TABLE"
+fi
