@@ -64,6 +64,13 @@ start() { # name, command...: starts a server, prints its address
 }
 stop() { kill "$(cat "$WORK/$1.pid")" 2>/dev/null || true; }
 rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$(cat "$WORK/$1.pid")/status"; }
+anon() { awk '/RssAnon/ {printf "%.1f", $2/1024}' "/proc/$(cat "$WORK/$1.pid")/status"; }
+# CPU time (user + system, clock ticks) a server has used so far: CPU per
+# request is far less sensitive to a busy machine than requests per second.
+ticks() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1.pid")/stat"; }
+us_per_req() { # ticks_before ticks_after rps: CPU microseconds per request (warm-up included at the same rate)
+    python3 -c "print(f'{($2 - $1) * 1e6 / $(getconf CLK_TCK) / max(1, $3 * ($DURATION + 2)):.0f}')"
+}
 
 run() { # name url body conns streams [extra h2load args]: prints "rps p50_ms p99_ms failed"
     local name=$1 url=$2 body=$3 conns=$4 streams=$5; shift 5
@@ -86,14 +93,14 @@ TABLE=$WORK/table.md
 HALF_TABLE=$WORK/half.md
 RSS_TABLE=$WORK/rss.md
 BEFORE_TABLE=$WORK/before.md
-echo "| body | load | before req/s | now req/s | now / before | p50 / p99 ms before | now |" >"$BEFORE_TABLE"
-echo "|---|---|---:|---:|---:|---:|---:|" >>"$BEFORE_TABLE"
-echo "| body | load | ceiling req/s | peer req/s | dind-injector req/s | dind / peer | dind / ceiling | p50 / p99 ms ceiling | peer | dind-injector | failed |" >"$TABLE"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$TABLE"
+echo "| body | load | before req/s | now req/s | now / before | p50 / p99 ms before | now | CPU µs/req before / now |" >"$BEFORE_TABLE"
+echo "|---|---|---:|---:|---:|---:|---:|---:|" >>"$BEFORE_TABLE"
+echo "| body | load | ceiling req/s | peer req/s | dind-injector req/s | dind / peer | dind / ceiling | p50 / p99 ms ceiling | peer | dind-injector | CPU µs/req ceiling / peer / dind | failed |" >"$TABLE"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$TABLE"
 echo "| body | offered (half its 8x8 maximum) | req/s | p50 ms | p99 ms | failed |" >"$HALF_TABLE"
 echo "|---|---:|---:|---:|---:|---:|" >>"$HALF_TABLE"
-echo "| body | ceiling | peer | dind-injector |" >"$RSS_TABLE"
-echo "|---|---:|---:|---:|" >>"$RSS_TABLE"
+echo "| body | ceiling | peer | dind-injector | RssAnon at the end: ceiling / peer / dind |" >"$RSS_TABLE"
+echo "|---|---:|---:|---:|---:|" >>"$RSS_TABLE"
 
 for body in review pod10k; do
     BODY=$WORK/$body.json
@@ -112,17 +119,25 @@ for body in review pod10k; do
     MAX8=0
     for load in $LOADS; do
         conns=${load%x*} streams=${load#*x}
+        t0=$(ticks "ceiling-$body")
         read -r C_RPS C_P50 C_P99 C_F < <(run "c-$body-$load" "$CEIL" "$BODY" "$conns" "$streams")
+        C_CPU=$(us_per_req "$t0" "$(ticks "ceiling-$body")" "$C_RPS")
+        t0=$(ticks "peer-$body")
         read -r P_RPS P_P50 P_P99 P_F < <(run "p-$body-$load" "$PEERURL" "$BODY" "$conns" "$streams")
+        P_CPU=$(us_per_req "$t0" "$(ticks "peer-$body")" "$P_RPS")
+        t0=$(ticks "webhook-$body")
         read -r W_RPS W_P50 W_P99 W_F < <(run "w-$body-$load" "$WEBHOOK" "$BODY" "$conns" "$streams")
+        W_CPU=$(us_per_req "$t0" "$(ticks "webhook-$body")" "$W_RPS")
         if [ -n "${BEFORE_BIN:-}" ]; then
+            t0=$(ticks "before-$body")
             read -r B_RPS B_P50 B_P99 _ < <(run "b-$body-$load" "$BEFORE" "$BODY" "$conns" "$streams")
-            echo "| $body | $load | $B_RPS | $W_RPS | $(python3 -c "print(f'{$W_RPS / $B_RPS:.2f}')") | $B_P50 / $B_P99 | $W_P50 / $W_P99 |" >>"$BEFORE_TABLE"
+            B_CPU=$(us_per_req "$t0" "$(ticks "before-$body")" "$B_RPS")
+            echo "| $body | $load | $B_RPS | $W_RPS | $(python3 -c "print(f'{$W_RPS / $B_RPS:.2f}')") | $B_P50 / $B_P99 | $W_P50 / $W_P99 | $B_CPU / $W_CPU |" >>"$BEFORE_TABLE"
         fi
         [ "$load" = 8x8 ] && MAX8=$W_RPS
         label="c=$conns"; [ "$streams" != 1 ] && label="${conns}x${streams}"
         ratios=$(python3 -c "print(f'{$W_RPS / $P_RPS:.2f} | {$W_RPS / $C_RPS:.2f}')")
-        row="| $body | $label | $C_RPS | $P_RPS | $W_RPS | $ratios | $C_P50 / $C_P99 | $P_P50 / $P_P99 | $W_P50 / $W_P99 | $((C_F + P_F + W_F)) |"
+        row="| $body | $label | $C_RPS | $P_RPS | $W_RPS | $ratios | $C_P50 / $C_P99 | $P_P50 / $P_P99 | $W_P50 / $W_P99 | $C_CPU / $P_CPU / $W_CPU | $((C_F + P_F + W_F)) |"
         echo "$row" | tee -a "$TABLE"
     done
     if [ "$MAX8" != 0 ]; then
@@ -130,8 +145,11 @@ for body in review pod10k; do
         read -r H_RPS H_P50 H_P99 H_F < <(run "wh-$body" "$WEBHOOK" "$BODY" 8 8 --rps="$per_conn")
         echo "| $body | $((per_conn * 8)) | $H_RPS | $H_P50 | $H_P99 | $H_F |" | tee -a "$HALF_TABLE"
     fi
-    echo "| $body | $(rss "ceiling-$body") | $(rss "peer-$body") | $(rss "webhook-$body") |" >>"$RSS_TABLE"
-    [ -n "${BEFORE_BIN:-}" ] && echo "| $body (before: $(rss "before-$body")) | | | |" >>"$RSS_TABLE" && stop "before-$body"
+    echo "| $body | $(rss "ceiling-$body") | $(rss "peer-$body") | $(rss "webhook-$body") | $(anon "ceiling-$body") / $(anon "peer-$body") / $(anon "webhook-$body") |" >>"$RSS_TABLE"
+    if [ -n "${BEFORE_BIN:-}" ]; then
+        echo "| $body, the earlier build | | | $(rss "before-$body") | $(anon "before-$body") |" >>"$RSS_TABLE"
+        stop "before-$body"
+    fi
     stop "webhook-$body"; stop "ceiling-$body"; stop "peer-$body"
 done
 

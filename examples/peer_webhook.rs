@@ -9,7 +9,7 @@
 //! Usage: peer_webhook ADDR CERT KEY
 //! Built with `--features peer` (kube-core's admission types, axum's Json).
 
-use std::sync::Arc;
+mod common;
 
 use axum::routing::post;
 use axum::{Json, Router};
@@ -20,8 +20,6 @@ use jsonptr::PointerBuf;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;
 use kube::ResourceExt;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 async fn mutate(
     Json(review): Json<AdmissionReview<DynamicObject>>,
@@ -60,15 +58,7 @@ async fn main() -> anyhow::Result<()> {
     let [_, addr, cert, key] = args.as_slice() else {
         anyhow::bail!("usage: peer_webhook ADDR CERT KEY");
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = common::tls_acceptor(cert, key)?;
     let app = Router::new().route("/mutate", post(mutate));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening peer=https://{}/", listener.local_addr()?);

@@ -50,18 +50,11 @@ fn same_answer(body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 fn fixtures() -> Vec<(String, Value)> {
-    let dir = common::root().join("tests/fixtures/pods");
-    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
-        .expect("fixtures dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| (p.display().to_string(), common::read_json(&p)))
-        .collect();
+    let mut out = common::pod_fixtures();
     out.push((
         "bench-runner-pod".into(),
         common::read_json(&common::root().join("tests/fixtures/bench-runner-pod.json")),
     ));
-    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
