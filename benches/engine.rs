@@ -33,6 +33,21 @@ fn bench(c: &mut Criterion) {
             black_box(serde_json::to_vec(&v).expect("json"))
         })
     });
+    let pod_view_text = compact.clone();
+    group.bench_function("request path: view + engine + patch bytes (classic)", |b| {
+        b.iter(|| {
+            let view = dind_injector::engine::view::PodView::parse(black_box(&pod_view_text))
+                .expect("view");
+            match engine.review_view(&view, None, &|_| None) {
+                Ok(Some(Decision::Inject(i))) => {
+                    let mut out = Vec::new();
+                    i.patch.write_json(&mut out).expect("write");
+                    black_box(out)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        })
+    });
     group.bench_function("engine review (classic)", |b| {
         b.iter(|| black_box(engine.review(black_box(&pod))))
     });
@@ -60,7 +75,17 @@ fn bench(c: &mut Criterion) {
             black_box(serde_json::from_slice::<Value>(black_box(&review_bytes)).expect("json"))
         })
     });
+    // The server's request path (borrowed views, the answer written in place).
     group.bench_function("review to answer bytes", |b| {
+        b.iter(|| {
+            let answer =
+                dind_injector::webhook::admission::answer(&engine, black_box(&review_bytes))
+                    .expect("review");
+            black_box(answer.json)
+        })
+    });
+    // The reference way: the body as a Value, as the webhook did before.
+    group.bench_function("reference: review through a Value", |b| {
         b.iter(|| {
             let answer =
                 dind_injector::webhook::admission::review(&engine, black_box(&review_bytes))

@@ -10,4 +10,4 @@ BENCH=$(cargo bench --locked --bench engine --no-run --message-format=json 2>/de
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BENCH" --bench --profile-time 2 "review to answer bytes" >/dev/null 2>&1
-python3 benches/callgrind_percall.py "$OUT" 'admission::review$' 'inject::Engine::review$'
+python3 benches/callgrind_percall.py "$OUT" 'admission::answer$' 'Engine::review_view$'

@@ -1,28 +1,40 @@
 #!/usr/bin/env bash
-# Load test of `dind-injector serve` against a ceiling (benches/ceiling_server.rs)
-# on loopback, with h2load over TLS + HTTP/2, posting a realistic
-# AdmissionReview. Run by `make bench` (not by `make test`).
-#
-# For each server: a saturation run (throughput, p50/p99), then a run at half
-# the ceiling's throughput (p50/p99 under normal load); peak RSS (VmHWM).
+# Load test of `dind-injector serve` next to two baselines, in one run, on
+# loopback, with h2load over TLS + HTTP/2 (docs/performance.md):
+#   ceiling  examples/ceiling_server.rs: same TLS stack, reads the body and
+#            answers a fixed copy of the webhook's own answer (no JSON at all)
+#   peer     examples/peer_webhook.rs: a typical kube-rs webhook (kube-core's
+#            AdmissionReview<DynamicObject>, axum's Json, one patch op, one log line)
+#   dind-injector serve, JSON logs, default limits
+# Two bodies: the realistic runner-pod review (examples/admission-review.json)
+# and the 10 KB runner pod (tests/fixtures/bench-runner-pod.json) in a review.
+# Loads: c=1, c=16, c=64 connections of one stream each, and 8 connections x
+# 8 streams; the servers take turns at each load, so they share the
+# machine's noise. Then dind-injector at half its own 8x8 maximum (p50/p99),
+# and each server's peak RSS (VmHWM) per body. Run by `make bench-load`.
+# BEFORE_BIN=path/to/an/earlier/dind-injector adds that build as a fourth
+# server (before/after in the same run).
 # Bounded: every run lasts DURATION seconds, all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
-CLIENTS=${CLIENTS:-8}
-STREAMS=${STREAMS:-8}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-REVIEW=examples/admission-review.json
+LOADS=${LOADS:-"1x1 16x1 64x1 8x8"}
 
 if ! command -v h2load >/dev/null; then
     echo "==> installing h2load (Debian nghttp2-client)"
     apt-get install -y -qq nghttp2-client >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 fi
 echo "==> building release binaries"
-cargo build --release --locked --bin dind-injector --example ceiling_server
+# One invocation, so the three share one build of the dependencies (the
+# `peer` feature adds kube-core's admission types and axum's Json, which
+# dind-injector's own code does not use).
+cargo build --release --locked --features peer --bin dind-injector \
+    --example ceiling_server --example peer_webhook
 BIN=$TARGET_DIR/release/dind-injector
 CEILING=$TARGET_DIR/release/examples/ceiling_server
+PEER=$TARGET_DIR/release/examples/peer_webhook
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -30,6 +42,15 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 "$BIN" certs --out "$WORK/certs" 2>/dev/null
+CERT=$WORK/certs/tls.crt KEY=$WORK/certs/tls.key
+cp examples/admission-review.json "$WORK/review.json"
+python3 - "$WORK/review.json" tests/fixtures/bench-runner-pod.json "$WORK/pod10k.json" <<'PY'
+import json, sys
+review = json.load(open(sys.argv[1]))
+review["request"]["object"] = json.load(open(sys.argv[2]))
+json.dump(review, open(sys.argv[3], "w"), separators=(",", ":"))
+PY
+
 start() { # name, command...: starts a server, prints its address
     local name=$1; shift
     "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
@@ -41,56 +62,112 @@ start() { # name, command...: starts a server, prints its address
     done
     grep -o 'https://[^/ ]*' "$WORK/$name.out" | head -1
 }
-WEBHOOK=$(start webhook "$BIN" serve --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
-    --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" --log-format json)
-# The ceiling answers with exactly what the webhook answers for this review.
-curl -sS --cacert "$WORK/certs/ca.crt" -H 'Content-Type: application/json' \
-    --data @"$REVIEW" "$WEBHOOK/mutate" >"$WORK/answer.json"
-CEIL=$(start ceiling "$CEILING" 127.0.0.1:0 "$WORK/certs/tls.crt" "$WORK/certs/tls.key" "$WORK/answer.json")
-echo "webhook $WEBHOOK, ceiling $CEIL; review $(wc -c <"$REVIEW") bytes, answer $(wc -c <"$WORK/answer.json") bytes"
+stop() { kill "$(cat "$WORK/$1.pid")" 2>/dev/null || true; }
+rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$(cat "$WORK/$1.pid")/status"; }
+anon() { awk '/RssAnon/ {printf "%.1f", $2/1024}' "/proc/$(cat "$WORK/$1.pid")/status"; }
+# CPU time (user + system, clock ticks) a server has used so far: CPU per
+# request is far less sensitive to a busy machine than requests per second.
+ticks() { awk '{print $14 + $15}' "/proc/$(cat "$WORK/$1.pid")/stat"; }
+us_per_req() { # ticks_before ticks_after rps: CPU microseconds per request (warm-up included at the same rate)
+    python3 -c "print(f'{($2 - $1) * 1e6 / $(getconf CLK_TCK) / max(1, $3 * ($DURATION + 2)):.0f}')"
+}
 
-run() { # name url log [extra h2load args]: prints "rps p50_ms p99_ms failed"
-    local name=$1 url=$2 log=$3; shift 3
-    # The webhook logs one line per review; keep that cost in the figures
-    # but not the disk: stderr goes to a file in $WORK.
-    h2load -t 1 -c "$CLIENTS" -m "$STREAMS" -D "$DURATION" --warm-up-time=2 \
-        -H 'content-type: application/json' -d "$REVIEW" --log-file="$log" "$@" "$url/mutate" >"$WORK/$name.h2load"
+run() { # name url body conns streams [extra h2load args]: prints "rps p50_ms p99_ms failed"
+    local name=$1 url=$2 body=$3 conns=$4 streams=$5; shift 5
+    local log=$WORK/$name.log
+    h2load -t 1 -c "$conns" -m "$streams" -D "$DURATION" --warm-up-time=2 \
+        -H 'content-type: application/json' -d "$body" --log-file="$log" "$@" "$url/mutate" >"$WORK/$name.h2load"
     python3 - "$log" "$WORK/$name.h2load" <<'PY'
 import re, sys
 lat = sorted(int(l.split("\t")[2]) for l in open(sys.argv[1]) if l.strip())
 text = open(sys.argv[2]).read()
 rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
 m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
-ok, failed = int(m.group(1)), int(m.group(2)) + int(m.group(3))
-pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
-print(f"{rps:.0f} {pct(0.50):.3f} {pct(0.99):.3f} {failed} {ok}")
+failed = int(m.group(2)) + int(m.group(3))
+pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000 if lat else float("nan")
+print(f"{rps:.0f} {pct(0.50):.2f} {pct(0.99):.2f} {failed}")
 PY
 }
-rss() { awk '/VmHWM/ {print $2/1024}' "/proc/$(cat "$WORK/$1.pid")/status"; }
 
-echo "==> saturation: $CLIENTS connections x $STREAMS streams, ${DURATION}s each"
-read -r C_RPS C_P50 C_P99 C_FAIL C_OK < <(run ceiling "$CEIL" "$WORK/c.log")
-read -r W_RPS W_P50 W_P99 W_FAIL W_OK < <(run webhook "$WEBHOOK" "$WORK/w.log")
-HALF=$(python3 -c "print(max(1, int($C_RPS / 2 / $CLIENTS)))")
-echo "==> half the ceiling's throughput: $CLIENTS connections x $HALF req/s"
-read -r CH_RPS CH_P50 CH_P99 CH_FAIL _ < <(run ceiling-half "$CEIL" "$WORK/ch.log" --rps="$HALF")
-read -r WH_RPS WH_P50 WH_P99 WH_FAIL _ < <(run webhook-half "$WEBHOOK" "$WORK/wh.log" --rps="$HALF")
-# And at half the webhook's own saturation throughput: its latency under a
-# load it can sustain.
-WHALF=$(python3 -c "print(max(1, int($W_RPS / 2 / $CLIENTS)))")
-echo "==> half the webhook's throughput: $CLIENTS connections x $WHALF req/s"
-read -r WW_RPS WW_P50 WW_P99 WW_FAIL _ < <(run webhook-own-half "$WEBHOOK" "$WORK/ww.log" --rps="$WHALF")
-C_RSS=$(rss ceiling); W_RSS=$(rss webhook)
+TABLE=$WORK/table.md
+HALF_TABLE=$WORK/half.md
+RSS_TABLE=$WORK/rss.md
+BEFORE_TABLE=$WORK/before.md
+echo "| body | load | before req/s | now req/s | now / before | p50 / p99 ms before | now | CPU µs/req before / now |" >"$BEFORE_TABLE"
+echo "|---|---|---:|---:|---:|---:|---:|---:|" >>"$BEFORE_TABLE"
+echo "| body | load | ceiling req/s | peer req/s | dind-injector req/s | dind / peer | dind / ceiling | p50 / p99 ms ceiling | peer | dind-injector | CPU µs/req ceiling / peer / dind | failed |" >"$TABLE"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$TABLE"
+echo "| body | offered (half its 8x8 maximum) | req/s | p50 ms | p99 ms | failed |" >"$HALF_TABLE"
+echo "|---|---:|---:|---:|---:|---:|" >>"$HALF_TABLE"
+echo "| body | ceiling | peer | dind-injector | RssAnon at the end: ceiling / peer / dind |" >"$RSS_TABLE"
+echo "|---|---:|---:|---:|---:|" >>"$RSS_TABLE"
 
-cat <<TABLE
+for body in review pod10k; do
+    BODY=$WORK/$body.json
+    WEBHOOK=$(start "webhook-$body" "$BIN" serve --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
+        --tls-cert "$CERT" --tls-key "$KEY" --log-format json)
+    # The ceiling answers with exactly what the webhook answers for this body.
+    curl -sS --fail --cacert "$WORK/certs/ca.crt" -H 'Content-Type: application/json' \
+        --data-binary @"$BODY" "$WEBHOOK/mutate" >"$WORK/answer-$body.json"
+    CEIL=$(start "ceiling-$body" "$CEILING" 127.0.0.1:0 "$CERT" "$KEY" "$WORK/answer-$body.json")
+    PEERURL=$(start "peer-$body" "$PEER" 127.0.0.1:0 "$CERT" "$KEY")
+    if [ -n "${BEFORE_BIN:-}" ]; then
+        BEFORE=$(start "before-$body" "$BEFORE_BIN" serve --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
+            --tls-cert "$CERT" --tls-key "$KEY" --log-format json)
+    fi
+    echo "==> $body: $(wc -c <"$BODY") bytes, answer $(wc -c <"$WORK/answer-$body.json") bytes; ${DURATION}s per run"
+    MAX8=0
+    for load in $LOADS; do
+        conns=${load%x*} streams=${load#*x}
+        t0=$(ticks "ceiling-$body")
+        read -r C_RPS C_P50 C_P99 C_F < <(run "c-$body-$load" "$CEIL" "$BODY" "$conns" "$streams")
+        C_CPU=$(us_per_req "$t0" "$(ticks "ceiling-$body")" "$C_RPS")
+        t0=$(ticks "peer-$body")
+        read -r P_RPS P_P50 P_P99 P_F < <(run "p-$body-$load" "$PEERURL" "$BODY" "$conns" "$streams")
+        P_CPU=$(us_per_req "$t0" "$(ticks "peer-$body")" "$P_RPS")
+        t0=$(ticks "webhook-$body")
+        read -r W_RPS W_P50 W_P99 W_F < <(run "w-$body-$load" "$WEBHOOK" "$BODY" "$conns" "$streams")
+        W_CPU=$(us_per_req "$t0" "$(ticks "webhook-$body")" "$W_RPS")
+        if [ -n "${BEFORE_BIN:-}" ]; then
+            t0=$(ticks "before-$body")
+            read -r B_RPS B_P50 B_P99 _ < <(run "b-$body-$load" "$BEFORE" "$BODY" "$conns" "$streams")
+            B_CPU=$(us_per_req "$t0" "$(ticks "before-$body")" "$B_RPS")
+            echo "| $body | $load | $B_RPS | $W_RPS | $(python3 -c "print(f'{$W_RPS / $B_RPS:.2f}')") | $B_P50 / $B_P99 | $W_P50 / $W_P99 | $B_CPU / $W_CPU |" >>"$BEFORE_TABLE"
+        fi
+        [ "$load" = 8x8 ] && MAX8=$W_RPS
+        label="c=$conns"; [ "$streams" != 1 ] && label="${conns}x${streams}"
+        ratios=$(python3 -c "print(f'{$W_RPS / $P_RPS:.2f} | {$W_RPS / $C_RPS:.2f}')")
+        row="| $body | $label | $C_RPS | $P_RPS | $W_RPS | $ratios | $C_P50 / $C_P99 | $P_P50 / $P_P99 | $W_P50 / $W_P99 | $C_CPU / $P_CPU / $W_CPU | $((C_F + P_F + W_F)) |"
+        echo "$row" | tee -a "$TABLE"
+    done
+    if [ "$MAX8" != 0 ]; then
+        per_conn=$(python3 -c "print(max(1, int($MAX8 / 2 / 8)))")
+        read -r H_RPS H_P50 H_P99 H_F < <(run "wh-$body" "$WEBHOOK" "$BODY" 8 8 --rps="$per_conn")
+        echo "| $body | $((per_conn * 8)) | $H_RPS | $H_P50 | $H_P99 | $H_F |" | tee -a "$HALF_TABLE"
+    fi
+    echo "| $body | $(rss "ceiling-$body") | $(rss "peer-$body") | $(rss "webhook-$body") | $(anon "ceiling-$body") / $(anon "peer-$body") / $(anon "webhook-$body") |" >>"$RSS_TABLE"
+    if [ -n "${BEFORE_BIN:-}" ]; then
+        echo "| $body, the earlier build | | | $(rss "before-$body") | $(anon "before-$body") |" >>"$RSS_TABLE"
+        stop "before-$body"
+    fi
+    stop "webhook-$body"; stop "ceiling-$body"; stop "peer-$body"
+done
 
-| server | load | req/s | p50 ms | p99 ms | failed | peak RSS MiB |
-|---|---|---:|---:|---:|---:|---:|
-| ceiling | saturation | $C_RPS | $C_P50 | $C_P99 | $C_FAIL | $C_RSS |
-| dind-injector | saturation | $W_RPS | $W_P50 | $W_P99 | $W_FAIL | $W_RSS |
-| ceiling | $((HALF * CLIENTS)) req/s | $CH_RPS | $CH_P50 | $CH_P99 | $CH_FAIL | |
-| dind-injector | $((HALF * CLIENTS)) req/s | $WH_RPS | $WH_P50 | $WH_P99 | $WH_FAIL | |
-| dind-injector | $((WHALF * CLIENTS)) req/s (half its own) | $WW_RPS | $WW_P50 | $WW_P99 | $WW_FAIL | |
-
-throughput ratio dind-injector / ceiling: $(python3 -c "print(f'{$W_RPS / $C_RPS:.2f}')")
-TABLE
+echo
+echo "Throughput (h2load -t 1, ${DURATION}s after 2s warm-up; loads c=N are N connections of 1 stream):"
+echo
+cat "$TABLE"
+echo
+echo "dind-injector at half its own 8x8 maximum:"
+echo
+cat "$HALF_TABLE"
+echo
+echo "Peak RSS (VmHWM, MiB, over all the runs of that body):"
+echo
+cat "$RSS_TABLE"
+if [ -n "${BEFORE_BIN:-}" ]; then
+    echo
+    echo "dind-injector now against $BEFORE_BIN, in the same run:"
+    echo
+    cat "$BEFORE_TABLE"
+fi

@@ -5,13 +5,11 @@
 //!
 //! Usage: ceiling_server ADDR CERT KEY RESPONSE_FILE
 
-use std::sync::Arc;
+mod common;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,15 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let [_, addr, cert, key, answer] = args.as_slice() else {
         anyhow::bail!("usage: ceiling_server ADDR CERT KEY RESPONSE_FILE");
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = common::tls_acceptor(cert, key)?;
     let answer = Bytes::from(std::fs::read(answer)?);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening ceiling=https://{}/", listener.local_addr()?);

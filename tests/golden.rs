@@ -14,22 +14,8 @@ use dind_injector::engine::{Decision, Engine, Mode, SkipReason};
 use serde_json::Value;
 
 fn fixtures() -> Vec<(String, Value)> {
-    let dir = common::root().join("tests/fixtures/pods");
-    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
-        .expect("fixtures dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| {
-            let name = p
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
-            (name, common::read_json(&p))
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 15, "fixtures missing from {}", dir.display());
+    let out = common::pod_fixtures();
+    assert!(out.len() >= 15, "fixtures missing from tests/fixtures/pods");
     out
 }
 

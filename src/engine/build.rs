@@ -262,22 +262,34 @@ const COPY_EXTERNALS: &str = r#"if [ -d "$1" ]; then exec cp -a "$1/." "$2/"; fi
 /// Copies the runner image's externals into the shared volume, from the
 /// runner's own image (the files exist nowhere else).
 pub fn externals_container(
-    runner: &Value,
+    image: Option<&str>,
+    pull_policy: Option<&str>,
     externals_dir: &str,
     volume: &str,
 ) -> Result<Value, serde_json::Error> {
-    let image = runner
-        .get("image")
-        .and_then(Value::as_str)
-        .map(String::from);
-    let pull = runner
-        .get("imagePullPolicy")
-        .and_then(Value::as_str)
-        .map(String::from);
-    serde_json::to_value(Container {
+    serde_json::to_value(externals(image, pull_policy, externals_dir, volume))
+}
+
+/// [`externals_container`] as JSON text, without a `Value` in between.
+pub fn externals_json(
+    image: Option<&str>,
+    pull_policy: Option<&str>,
+    externals_dir: &str,
+    volume: &str,
+) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&externals(image, pull_policy, externals_dir, volume))
+}
+
+fn externals(
+    image: Option<&str>,
+    pull_policy: Option<&str>,
+    externals_dir: &str,
+    volume: &str,
+) -> Container {
+    Container {
         name: container::EXTERNALS.into(),
-        image,
-        image_pull_policy: pull,
+        image: image.map(String::from),
+        image_pull_policy: pull_policy.map(String::from),
         command: Some(vec![
             "sh".into(),
             "-c".into(),
@@ -288,7 +300,7 @@ pub fn externals_container(
         ]),
         volume_mounts: Some(vec![mount(volume, path::EXTERNALS_STAGING, false)]),
         ..Default::default()
-    })
+    }
 }
 
 /// A probe that asks the daemon itself, over its unix socket.
@@ -424,23 +436,37 @@ pub fn supervised_command(
 /// The Docker variables but those in `skip`, and the marker the watching
 /// sidecar finds the runner container by.
 pub fn runner_env(skip: &[&str], shape: &Shape) -> Result<Vec<Value>, serde_json::Error> {
-    let marker = match &shape.sidecar {
-        SidecarRole::WatchRunner(name) => Some((RUNNER_MARKER_ENV, name.as_str())),
-        _ => None,
-    };
+    let mut env = docker_env(skip)?;
+    env.extend(runner_marker(shape)?);
+    Ok(env)
+}
+
+/// The Docker variables but those in `skip` (the same for every shape: the
+/// engine writes them once, as text).
+pub fn docker_env(skip: &[&str]) -> Result<Vec<Value>, serde_json::Error> {
     RUNNER_ENV
         .iter()
         .copied()
         .filter(|(name, _)| !skip.contains(name))
-        .chain(marker)
-        .map(|(name, value)| {
-            serde_json::to_value(EnvVar {
-                name: name.into(),
-                value: Some(value.into()),
-                ..Default::default()
-            })
-        })
+        .map(|(name, value)| env_var(name, value))
         .collect()
+}
+
+/// The marker the watching sidecar finds the runner container by, when
+/// the shape has one.
+pub fn runner_marker(shape: &Shape) -> Result<Option<Value>, serde_json::Error> {
+    match &shape.sidecar {
+        SidecarRole::WatchRunner(name) => env_var(RUNNER_MARKER_ENV, name).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn env_var(name: &str, value: &str) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    })
 }
 
 fn runner_mounts(shape: &Shape) -> Result<Vec<Value>, serde_json::Error> {
@@ -466,7 +492,7 @@ impl SharedDir {
     fn daemon_mount(&self) -> Result<Value, serde_json::Error> {
         match self {
             SharedDir::Added { volume, path } => serde_json::to_value(mount(volume, path, false)),
-            SharedDir::Existing { mount } => Ok(mount.clone()),
+            SharedDir::Existing { mount } => serde_json::from_str(mount),
         }
     }
 }

@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use super::pod;
+use super::view::{Container, PodView};
 
 /// How the runner's command was found: the `command_source` of the log
 /// line and the `source` label of `dind_injector_runner_commands_total`.
@@ -124,6 +125,27 @@ impl Query {
             pull_secrets,
             service_account,
         }
+    }
+
+    /// [`Query::of`] for a pod's view: the few fields it reads, made a
+    /// `Value` (only a runner without a known command gets here).
+    pub fn of_view(pod: &PodView, runner: &Container) -> Query {
+        let mut spec = serde_json::Map::new();
+        if let Some(s) = pod.spec() {
+            for (key, raw) in [
+                ("imagePullSecrets", &s.image_pull_secrets),
+                ("serviceAccountName", &s.service_account_name),
+                ("nodeSelector", &s.node_selector),
+                ("affinity", &s.affinity),
+            ] {
+                if let Some(raw) = raw {
+                    spec.insert(key.to_string(), raw.value());
+                }
+            }
+        }
+        let pod = serde_json::json!({"spec": spec});
+        let runner = serde_json::json!({"image": runner.image.as_deref()});
+        Query::of(&pod, &runner)
     }
 }
 

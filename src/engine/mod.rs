@@ -1,10 +1,12 @@
 //! The mutation engine: pod JSON and config in, a decision out. No I/O.
 //!
 //! The server, the offline `inject` command and the tests are its only
-//! callers. It reads the pod as untyped JSON and describes its change as a
-//! JSON Patch built by [`patch::Builder`] against the pod as it came, so
-//! fields it does not know (from any Kubernetes release) pass through
-//! untouched, and the webhook never copies the pod.
+//! callers. It reads the pod through a borrowed view of just the fields it
+//! decides on ([`view::PodView`], from the request's JSON text or from a
+//! `Value`) and describes its change as a JSON Patch ([`patch::Changes`])
+//! against the pod as it came, so fields it does not know (from any
+//! Kubernetes release) pass through untouched, and the webhook never copies
+//! the pod nor materialises it as a tree of values.
 
 mod build;
 pub mod config;
@@ -20,21 +22,26 @@ pub mod policy;
 pub mod profile;
 pub mod quantity;
 pub mod skip;
+pub mod view;
 pub mod workload;
 
+use std::borrow::Cow;
+
 use json_patch::Patch;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::contract::{self, annotation};
 use crate::engine::config::{Config, ConfigError, SidecarMode};
 pub use deny::{Denial, DenyReason};
 pub use entrypoint::{CommandSource, ImageCommand, Platform, Query};
 pub use overrides::AnnotationError;
-pub use patch::EngineBug;
+use patch::Json;
+pub use patch::{Changes, EngineBug};
 pub use plan::Lookup;
 use plan::{Plan, SharedDir};
 use pod::ContainerList;
 pub use skip::SkipReason;
+use view::PodView;
 
 /// How `dind` is attached to the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,11 +72,13 @@ impl Mode {
     }
 }
 
-/// What the engine decided for one pod.
+/// What the engine decided for one pod. `P` is the patch: a
+/// `json_patch::Patch` through the `Value` API, [`Changes`] on the request
+/// path.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub enum Decision<P = Patch> {
     /// Allowed with changes.
-    Inject(Injection),
+    Inject(Injection<P>),
     /// Allowed unchanged.
     Skip {
         reason: SkipReason,
@@ -82,10 +91,10 @@ pub enum Decision {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Injection {
+pub struct Injection<P = Patch> {
     /// The change to the reviewed pod: only `add`, plus `replace` of the
     /// fields in [`patch::REPLACEABLE`].
-    pub patch: Patch,
+    pub patch: P,
     /// How the runner's command was found.
     pub command_source: CommandSource,
     /// The image lookup that would have found it, when nothing knew it.
@@ -102,15 +111,100 @@ impl Injection {
     }
 }
 
+impl<P> Decision<P> {
+    fn skip(reason: SkipReason, warning: Option<String>) -> Self {
+        Decision::Skip { reason, warning }
+    }
+
+    fn deny(Denial { reason, message }: Denial) -> Self {
+        Decision::Deny { reason, message }
+    }
+
+    /// The same decision with its patch converted.
+    pub fn map_patch<Q, E>(self, f: impl FnOnce(P) -> Result<Q, E>) -> Result<Decision<Q>, E> {
+        Ok(match self {
+            Decision::Inject(Injection {
+                patch,
+                command_source,
+                unresolved,
+                warnings,
+                mode,
+            }) => Decision::Inject(Injection {
+                patch: f(patch)?,
+                command_source,
+                unresolved,
+                warnings,
+                mode,
+            }),
+            Decision::Skip { reason, warning } => Decision::Skip { reason, warning },
+            Decision::Deny { reason, message } => Decision::Deny { reason, message },
+        })
+    }
+}
+
+/// The added objects of one shape, as JSON text.
+#[derive(Debug, Clone)]
+struct TextParts {
+    volumes: Vec<String>,
+    init: String,
+    dind: String,
+    runner_mounts: Vec<String>,
+}
+
+impl TextParts {
+    fn build(config: &Config, shape: &plan::Shape) -> Result<Self, serde_json::Error> {
+        let parts = build::parts(config, shape)?;
+        let text = |v: &Value| serde_json::to_string(v);
+        Ok(TextParts {
+            volumes: parts.volumes.iter().map(text).collect::<Result<_, _>>()?,
+            init: text(&parts.init)?,
+            dind: text(&parts.dind)?,
+            runner_mounts: parts
+                .runner_mounts
+                .iter()
+                .map(text)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Text parts, borrowed from the engine's prebuilt ones or built for one pod.
+fn fragments<'a>(parts: Cow<'a, TextParts>) -> (Vec<Json<'a>>, Json<'a>, Json<'a>, Vec<Json<'a>>) {
+    match parts {
+        Cow::Borrowed(p) => (
+            p.volumes
+                .iter()
+                .map(|s| Cow::Borrowed(s.as_str()))
+                .collect(),
+            Cow::Borrowed(p.init.as_str()),
+            Cow::Borrowed(p.dind.as_str()),
+            p.runner_mounts
+                .iter()
+                .map(|s| Cow::Borrowed(s.as_str()))
+                .collect(),
+        ),
+        Cow::Owned(p) => (
+            p.volumes.into_iter().map(Cow::Owned).collect(),
+            Cow::Owned(p.init),
+            Cow::Owned(p.dind),
+            p.runner_mounts.into_iter().map(Cow::Owned).collect(),
+        ),
+    }
+}
+
 /// The engine with its validated configuration.
 #[derive(Debug, Clone)]
 pub struct Engine {
     config: Config,
     profiles: profile::Profiles,
     auto_mode: Mode,
-    /// The parts of the common shapes, built once: building them is most of
-    /// the engine's work per pod, cloning them a fraction of it.
-    prebuilt: Vec<(plan::Shape, build::Parts)>,
+    /// The parts of the common shapes, built once as JSON text: building
+    /// them is most of the engine's work per pod; borrowing them is free.
+    prebuilt: Vec<(plan::Shape, TextParts)>,
+    /// The Docker variables for the runner, as JSON text, in order.
+    runner_env: Vec<(&'static str, String)>,
+    /// `"injected"` and `{"dind-injector.io/status":"injected"}`.
+    status: (String, String),
 }
 
 impl Engine {
@@ -119,23 +213,33 @@ impl Engine {
     /// on every Kubernetes version.
     pub fn new(config: Config, auto_mode: Mode) -> Result<Self, ConfigError> {
         config.validate()?;
+        let cannot = |e: serde_json::Error| ConfigError::Invalid {
+            field: "(config)".into(),
+            message: format!("cannot build the injected objects: {e}"),
+        };
         let profiles = profile::Profiles::new(&config)?;
         let prebuilt = plan::Shape::defaults(&config, profiles.default_profile())
             .into_iter()
-            .map(|shape| {
-                let parts = build::parts(&config, &shape);
-                parts.map(|parts| (shape, parts))
-            })
+            .map(|shape| TextParts::build(&config, &shape).map(|parts| (shape, parts)))
             .collect::<Result<_, _>>()
-            .map_err(|e| ConfigError::Invalid {
-                field: "(config)".into(),
-                message: format!("cannot build the injected objects: {e}"),
-            })?;
+            .map_err(cannot)?;
+        let runner_env = contract::RUNNER_ENV
+            .iter()
+            .zip(build::docker_env(&[]).map_err(cannot)?)
+            .map(|((name, _), var)| serde_json::to_string(&var).map(|t| (*name, t)))
+            .collect::<Result<_, _>>()
+            .map_err(cannot)?;
+        let status_value = serde_json::to_string(contract::STATUS_INJECTED).map_err(cannot)?;
+        let status_map =
+            serde_json::to_string(&json!({annotation::STATUS: contract::STATUS_INJECTED}))
+                .map_err(cannot)?;
         Ok(Self {
             config,
             profiles,
             auto_mode,
             prebuilt,
+            runner_env,
+            status: (status_value, status_map),
         })
     }
 
@@ -157,7 +261,9 @@ impl Engine {
         }
     }
 
-    /// Decides for one pod. `Err` only for a bug in the engine itself.
+    /// Decides for one pod given as a `Value` (`inject`, the tests, and the
+    /// webhook's way for what its request path does not take). `Err` only
+    /// for a bug in the engine itself.
     pub fn review(&self, pod: &Value) -> Result<Decision, EngineBug> {
         self.review_with(pod, None, &|_| None)
     }
@@ -171,129 +277,207 @@ impl Engine {
         namespace_profile: Option<&str>,
         lookup: &Lookup<'_>,
     ) -> Result<Decision, EngineBug> {
-        let skip = |reason, warning: Option<String>| Ok(Decision::Skip { reason, warning });
-        let deny = |Denial { reason, message }| Ok(Decision::Deny { reason, message });
-        let bad_annotation =
-            |e: AnnotationError| deny(Denial::new(DenyReason::InvalidAnnotation, e.to_string()));
-
-        if pod.get("kind").is_some_and(|k| k != "Pod") {
-            return skip(SkipReason::NotAPod, None);
-        }
-        if pod::label(pod, contract::RUNNER_LABEL) != Some(contract::RUNNER_LABEL_VALUE) {
-            return skip(SkipReason::NotRunner, None);
-        }
-        if pod::annotation(pod, contract::MIRROR_POD_ANNOTATION).is_some() {
-            return skip(SkipReason::MirrorPod, None);
+        let view = PodView::from_value(pod);
+        if let Some(early) = early(&view) {
+            return Ok(early);
         }
         if let Err(problem) = pod::check_shape(pod) {
-            return skip(
+            return Ok(Decision::skip(
                 SkipReason::InvalidPod,
                 Some(format!("dind-injector left this pod unchanged: {problem}")),
-            );
+            ));
         }
-        let annotations = pod::string_map(pod, "annotations");
+        self.decide(&view, namespace_profile, lookup)?
+            .map_patch(|changes| changes.to_patch())
+    }
+
+    /// Decides for one pod's view (the request path). `Ok(None)` when the
+    /// view is not a complete pod: decide on its `Value` instead, whose
+    /// shape check names what is missing.
+    pub fn review_view<'a>(
+        &'a self,
+        pod: &PodView<'a>,
+        namespace_profile: Option<&str>,
+        lookup: &Lookup<'_>,
+    ) -> Result<Option<Decision<Changes<'a>>>, EngineBug> {
+        if let Some(early) = early(pod) {
+            return Ok(Some(early));
+        }
+        if !pod.is_complete() {
+            return Ok(None);
+        }
+        self.decide(pod, namespace_profile, lookup).map(Some)
+    }
+
+    /// The checks after the pod's shape, in order.
+    fn decide<'a>(
+        &'a self,
+        pod: &PodView<'a>,
+        namespace_profile: Option<&str>,
+        lookup: &Lookup<'_>,
+    ) -> Result<Decision<Changes<'a>>, EngineBug> {
+        let bad_annotation = |e: AnnotationError| {
+            Decision::deny(Denial::new(DenyReason::InvalidAnnotation, e.to_string()))
+        };
+        let annotations = pod.annotations();
         match overrides::inject_wanted(annotations) {
             Ok(true) => {}
-            Ok(false) => return skip(SkipReason::OptedOut, None),
-            Err(e) => return bad_annotation(e),
+            Ok(false) => return Ok(Decision::skip(SkipReason::OptedOut, None)),
+            Err(e) => return Ok(bad_annotation(e)),
         }
         if skip::already_injected(pod) {
-            return skip(SkipReason::AlreadyInjected, None);
+            return Ok(Decision::skip(SkipReason::AlreadyInjected, None));
         }
         if let Some(name) = skip::own_daemon(pod) {
-            return skip(
+            return Ok(Decision::skip(
                 SkipReason::OwnDaemon,
                 Some(format!(
                     "container {name:?} runs its own Docker daemon; dind-injector left the pod unchanged"
                 )),
-            );
+            ));
         }
         let overrides = match overrides::Overrides::parse(annotations) {
             Ok(o) => o,
-            Err(e) => return bad_annotation(e),
+            Err(e) => return Ok(bad_annotation(e)),
         };
-        if pod::spec_bool(pod, "hostNetwork") && !self.config.allow_host_network {
-            return deny(Denial::new(DenyReason::HostNetwork, format!(
+        if pod.spec_bool(|s| s.host_network) && !self.config.allow_host_network {
+            return Ok(Decision::deny(Denial::new(DenyReason::HostNetwork, format!(
                 "hostNetwork pods would expose the injected Docker daemon on port {} of the node; \
                  set allowHostNetwork in the dind-injector config, or annotate the pod {}: \"false\"",
                 contract::DOCKER_TLS_PORT,
                 annotation::INJECT
-            )));
+            ))));
         }
         let dind = match self.profiles.for_pod(&overrides, namespace_profile) {
             Ok(dind) => dind,
-            Err(denial) => return deny(denial),
+            Err(denial) => return Ok(Decision::deny(denial)),
         };
         let plan = match plan::plan(pod, &self.config, dind, overrides, self.auto_mode, lookup) {
             Ok(plan) => plan,
-            Err(denial) => return deny(denial),
+            Err(denial) => return Ok(Decision::deny(denial)),
         };
         self.inject(pod, plan).map(Decision::Inject)
     }
 
-    fn inject(&self, pod: &Value, plan: Plan) -> Result<Injection, EngineBug> {
+    fn inject<'a>(
+        &'a self,
+        pod: &PodView<'a>,
+        plan: Plan,
+    ) -> Result<Injection<Changes<'a>>, EngineBug> {
         let config = &self.config;
-        let mut r = patch::Builder::new(pod);
+        let spec = pod
+            .spec()
+            .ok_or_else(|| EngineBug::new("the pod has no spec after the shape check"))?;
+        let mut r = Changes::default();
 
-        if pod
-            .pointer("/metadata/annotations")
-            .is_some_and(Value::is_object)
-        {
+        if pod.annotations().is_some() {
             r.set(
                 "/metadata/annotations",
                 annotation::STATUS,
-                json!(contract::STATUS_INJECTED),
+                false,
+                Cow::Borrowed(&self.status.0),
             )?;
         } else {
-            let mut annotations = Map::new();
-            annotations.insert(annotation::STATUS.into(), json!(contract::STATUS_INJECTED));
-            r.set("/metadata", "annotations", Value::Object(annotations))?;
+            r.set(
+                "/metadata",
+                "annotations",
+                false,
+                Cow::Borrowed(&self.status.1),
+            )?;
         }
 
         let shape = &plan.shape;
         let parts = match self.prebuilt.iter().find(|(s, _)| s == shape) {
-            Some((_, parts)) => parts.clone(),
-            None => build::parts(config, shape)?,
+            Some((_, parts)) => Cow::Borrowed(parts),
+            None => Cow::Owned(TextParts::build(config, shape)?),
         };
-        r.extend("/spec", "volumes", parts.volumes)?;
+        let (volumes, init_container, dind, runner_mounts) = fragments(parts);
+        r.extend("/spec", "volumes", spec.volumes.is_some(), volumes);
 
-        let runner = &pod::containers(pod, ContainerList::Containers)[plan.runner_index];
-        let mut init = vec![parts.init];
+        let runner = pod
+            .containers()
+            .get(plan.runner_index)
+            .ok_or_else(|| EngineBug::new("the runner's index is out of range"))?;
+        let mut init = vec![init_container];
         if let (Some(dir), Some(SharedDir::Added { volume, .. })) =
             (&plan.externals_copy, &shape.externals)
         {
-            init.push(build::externals_container(runner, dir, volume)?);
+            init.push(Cow::Owned(build::externals_json(
+                runner.image.as_deref(),
+                runner.image_pull_policy.as_str(),
+                dir,
+                volume,
+            )?));
         }
-        let mut dind = Some(parts.dind);
+        let mut dind = Some(dind);
         if shape.native {
             init.extend(dind.take());
         }
-        r.extend("/spec", ContainerList::InitContainers.key(), init)?;
+        r.extend(
+            "/spec",
+            ContainerList::InitContainers.key(),
+            spec.init_containers.is_some(),
+            init,
+        );
 
         let at = format!("/spec/containers/{}", plan.runner_index);
         if let Some(command) = &plan.wrapped_command {
             let supervised =
                 build::supervised_command(plan.drain_timeout, plan.docker_wait, config, command);
-            r.set(&at, "command", json!(supervised))?;
+            r.set(
+                &at,
+                "command",
+                runner.command.is_some(),
+                Cow::Owned(serde_json::to_string(&supervised)?),
+            )?;
+        }
+        let mut env: Vec<_> = self
+            .runner_env
+            .iter()
+            .filter(|(name, _)| !plan.env_kept.contains(name))
+            .map(|(_, var)| Cow::Borrowed(var.as_str()))
+            .collect();
+        if let Some(marker) = build::runner_marker(shape)? {
+            env.push(Cow::Owned(serde_json::to_string(&marker)?));
         }
         if let Some(args) = &plan.added_args {
-            r.set(&at, "args", json!(args))?;
+            r.set(
+                &at,
+                "args",
+                runner.args.is_some(),
+                Cow::Owned(serde_json::to_string(args)?),
+            )?;
         }
-        r.extend(&at, "env", build::runner_env(&plan.env_kept, shape)?)?;
-        r.extend(&at, "volumeMounts", parts.runner_mounts)?;
+        r.extend(&at, "env", runner.env.is_some(), env);
+        r.extend(
+            &at,
+            "volumeMounts",
+            runner.volume_mounts.is_some(),
+            runner_mounts,
+        );
 
         if let Some(dind) = dind {
-            r.extend("/spec", ContainerList::Containers.key(), vec![dind])?;
+            r.extend("/spec", ContainerList::Containers.key(), true, vec![dind]);
         }
         if plan.set_share_process_namespace {
-            r.set("/spec", "shareProcessNamespace", json!(true))?;
+            r.set(
+                "/spec",
+                "shareProcessNamespace",
+                spec.share_process_namespace.is_some(),
+                Cow::Borrowed("true"),
+            )?;
         }
         if let Some(grace) = plan.raise_grace_to {
-            r.set("/spec", "terminationGracePeriodSeconds", json!(grace))?;
+            r.set(
+                "/spec",
+                "terminationGracePeriodSeconds",
+                spec.termination_grace_period_seconds.is_some(),
+                Cow::Owned(grace.to_string()),
+            )?;
         }
 
         Ok(Injection {
-            patch: r.finish(),
+            patch: r,
             command_source: plan.command_source,
             unresolved: plan.unresolved,
             warnings: plan.warnings,
@@ -304,6 +488,24 @@ impl Engine {
             },
         })
     }
+}
+
+/// The checks before the pod's shape: kind, the runner label, mirror pods.
+fn early<P>(pod: &PodView) -> Option<Decision<P>> {
+    if pod
+        .kind
+        .as_ref()
+        .is_some_and(|k| k.as_deref() != Some("Pod"))
+    {
+        return Some(Decision::skip(SkipReason::NotAPod, None));
+    }
+    if pod.label(contract::RUNNER_LABEL) != Some(contract::RUNNER_LABEL_VALUE) {
+        return Some(Decision::skip(SkipReason::NotRunner, None));
+    }
+    if pod.annotation(contract::MIRROR_POD_ANNOTATION).is_some() {
+        return Some(Decision::skip(SkipReason::MirrorPod, None));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -347,12 +549,11 @@ mod tests {
                 Decision::Inject(i.clone()),
                 fresh.review(&without_collision).unwrap()
             );
-            let overrides =
-                overrides::Overrides::parse(pod::string_map(&without_collision, "annotations"))
-                    .unwrap();
+            let view = PodView::from_value(&without_collision);
+            let overrides = overrides::Overrides::parse(view.annotations()).unwrap();
             let dind = engine.profiles.for_pod(&overrides, None).unwrap();
             let shape = plan::plan(
-                &without_collision,
+                &view,
                 engine.config(),
                 dind,
                 overrides,

@@ -5,8 +5,7 @@
 //! what the user sees in `kubectl` output. Unknown keys with our prefix are
 //! denied too: a typo must not be silently ignored.
 
-use serde_json::{Map, Value};
-
+use super::view::Pairs;
 use crate::contract::{annotation, ANNOTATION_PREFIX};
 use crate::engine::config::{check_mount_path, is_dns_label, SidecarMode, MAX_SECONDS};
 use crate::engine::quantity;
@@ -78,11 +77,8 @@ fn error(key: &str, value: &str, expected: impl Into<String>) -> AnnotationError
 }
 
 /// `dind-injector.io/inject`: `Ok(false)` when the pod opted out.
-pub fn inject_wanted(annotations: Option<&Map<String, Value>>) -> Result<bool, AnnotationError> {
-    match annotations
-        .and_then(|a| a.get(annotation::INJECT))
-        .and_then(Value::as_str)
-    {
+pub fn inject_wanted(annotations: Option<&Pairs>) -> Result<bool, AnnotationError> {
+    match annotations.and_then(|a| a.get(annotation::INJECT)) {
         None | Some("true") => Ok(true),
         Some("false") => Ok(false),
         Some(other) => Err(error(annotation::INJECT, other, "\"true\" or \"false\"")),
@@ -92,17 +88,16 @@ pub fn inject_wanted(annotations: Option<&Map<String, Value>>) -> Result<bool, A
 impl Overrides {
     /// Parses every `dind-injector.io/*` annotation. The pod's shape has been
     /// checked: annotation values are strings.
-    pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<Self, AnnotationError> {
+    pub fn parse(annotations: Option<&Pairs>) -> Result<Self, AnnotationError> {
         let mut o = Overrides::default();
         let Some(annotations) = annotations else {
             return Ok(o);
         };
-        for (key, value) in annotations {
+        for (key, v) in annotations.iter() {
             if !key.starts_with(ANNOTATION_PREFIX) {
                 continue;
             }
-            let v = value.as_str().unwrap_or_default();
-            match key.as_str() {
+            match key {
                 annotation::INJECT | annotation::STATUS => {}
                 annotation::SIDECAR_MODE => {
                     o.sidecar_mode = Some(
@@ -145,7 +140,7 @@ impl Overrides {
                 annotation::EXTERNALS_DIR => o.externals_dir = Some(parse_dir(key, v)?),
                 _ => {
                     return Err(AnnotationError {
-                        key: key.clone(),
+                        key: key.to_string(),
                         value: v.to_string(),
                         expected: format!(
                             "no such dind-injector annotation; known: {}",
@@ -210,14 +205,19 @@ fn parse_dir(key: &str, v: &str) -> Result<Option<String>, AnnotationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::engine::view::Text;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<Overrides, AnnotationError> {
-        let map: Map<String, Value> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
-        Overrides::parse(Some(&map))
+    fn pairs(pairs: &[(&str, &str)]) -> Pairs<'static> {
+        Pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (Text(k.to_string().into()), Text(v.to_string().into())))
+                .collect(),
+        )
+    }
+
+    fn parse(p: &[(&str, &str)]) -> Result<Overrides, AnnotationError> {
+        Overrides::parse(Some(&pairs(p)))
     }
 
     #[test]
@@ -324,11 +324,7 @@ mod tests {
 
     #[test]
     fn inject_annotation_accepts_only_true_and_false() {
-        let map = |v: &str| -> Map<String, Value> {
-            [(annotation::INJECT.to_string(), json!(v))]
-                .into_iter()
-                .collect()
-        };
+        let map = |v: &str| pairs(&[(annotation::INJECT, v)]);
         assert_eq!(inject_wanted(None), Ok(true));
         assert_eq!(inject_wanted(Some(&map("true"))), Ok(true));
         assert_eq!(inject_wanted(Some(&map("false"))), Ok(false));

@@ -1,13 +1,20 @@
-//! Builds the JSON Patch against the incoming pod, and applies it.
+//! The JSON Patch the engine writes against the incoming pod, and its
+//! application.
 //!
 //! The engine never serialises typed structs over what came in: it describes
 //! its change as RFC 6902 operations on the pod as the apiserver sent it.
-//! [`Builder`] checks every operation against that original (a parent must
-//! exist; an `add` into an array that does not exist yet creates the array;
-//! only the [`REPLACEABLE`] fields are ever replaced) without copying it —
-//! the webhook needs only the patch. [`apply`] turns a pod and a patch into
-//! the injected pod for `inject` and the tests; the tests check it against a
-//! strict third-party implementation.
+//! [`Changes`] holds those operations with their values as JSON text: the
+//! prebuilt objects of the engine borrowed, never cloned, and the objects
+//! copied from the pod as their raw text. [`Changes::write_json`] writes the
+//! patch straight into the answer; [`Changes::to_patch`] gives the
+//! `json_patch::Patch` of the `Value` API. Whether a field exists (so `add`
+//! or `replace`, append or create a list) is known from the view before any
+//! operation is written; only the [`REPLACEABLE`] fields are ever replaced.
+//! [`apply`] turns a pod and a patch into the injected pod for `inject` and
+//! the tests; the tests check it against a strict third-party implementation.
+
+use std::borrow::Cow;
+use std::io::Write;
 
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use jsonptr::PointerBuf;
@@ -22,97 +29,144 @@ pub const REPLACEABLE: &[&str] = &[
 ];
 
 /// Escapes one reference token (RFC 6901: `~` → `~0`, `/` → `~1`).
-pub fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
+pub fn escape(token: &str) -> Cow<'_, str> {
+    if token.contains(['~', '/']) {
+        Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
+    } else {
+        Cow::Borrowed(token)
+    }
 }
 
-pub struct Builder<'a> {
-    original: &'a Value,
-    ops: Vec<PatchOperation>,
-    /// Arrays and objects this patch creates, by path: later operations may
-    /// add into them although the original does not have them.
-    created: Vec<String>,
+/// One JSON value of the patch, as text.
+pub type Json<'a> = Cow<'a, str>;
+
+/// An operation's value: one JSON text, or a list made of several.
+#[derive(Debug, Clone, PartialEq)]
+enum Item<'a> {
+    One(Json<'a>),
+    List(Vec<Json<'a>>),
 }
 
-impl<'a> Builder<'a> {
-    pub fn new(original: &'a Value) -> Self {
-        Self {
-            original,
-            ops: Vec::new(),
-            created: Vec::new(),
-        }
-    }
+#[derive(Debug, Clone, PartialEq)]
+struct Op<'a> {
+    replace: bool,
+    path: String,
+    value: Item<'a>,
+}
 
-    /// What is at `path` before this patch: `Some(true)` for a non-null
-    /// value, `Some(false)` for absent or null, `None` if `path`'s parent is
-    /// not an object (nothing can be set there).
-    fn state(&self, parent: &str, key: &str) -> Option<bool> {
-        if self.created.iter().any(|c| c == parent) {
-            return Some(false);
-        }
-        let obj = self.original.pointer(parent)?.as_object()?;
-        Some(obj.get(key).is_some_and(|v| !v.is_null()))
-    }
+/// The engine's patch: `add` operations, plus `replace` of the
+/// [`REPLACEABLE`] fields, each value kept as JSON text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes<'a> {
+    ops: Vec<Op<'a>>,
+}
 
-    /// Sets an object member: `add` when absent or null, `replace` (only for
-    /// the [`REPLACEABLE`] fields) when it holds a value.
-    pub fn set(&mut self, parent: &str, key: &str, value: Value) -> Result<(), EngineBug> {
+impl<'a> Changes<'a> {
+    /// Sets an object member: `add` when it is absent or null, `replace`
+    /// (only for the [`REPLACEABLE`] fields) when it holds a value.
+    pub fn set(
+        &mut self,
+        parent: &str,
+        key: &str,
+        exists: bool,
+        value: Json<'a>,
+    ) -> Result<(), EngineBug> {
         let path = format!("{parent}/{}", escape(key));
-        let existed = self
-            .state(parent, key)
-            .ok_or_else(|| EngineBug(format!("{parent} is not an object")))?;
-        if existed && !REPLACEABLE.contains(&key) {
+        if exists && !REPLACEABLE.contains(&key) {
             return Err(EngineBug(format!(
                 "would replace {path}, which is add-only"
             )));
         }
-        if value.is_array() || value.is_object() {
-            self.created.push(path.clone());
-        }
-        let path = pointer(&path)?;
-        self.ops.push(if existed {
-            PatchOperation::Replace(ReplaceOperation { path, value })
-        } else {
-            PatchOperation::Add(AddOperation { path, value })
+        self.ops.push(Op {
+            replace: exists,
+            path,
+            value: Item::One(value),
         });
         Ok(())
     }
 
-    /// Appends to the array at `parent/key`, creating it when it is missing
-    /// or null (an `add` into a missing array is an error in RFC 6902).
-    pub fn extend(&mut self, parent: &str, key: &str, values: Vec<Value>) -> Result<(), EngineBug> {
+    /// Appends to the list at `parent/key`, or creates it when it is absent
+    /// or null (an `add` into a missing list is an error in RFC 6902).
+    pub fn extend(&mut self, parent: &str, key: &str, exists: bool, values: Vec<Json<'a>>) {
         if values.is_empty() {
-            return Ok(());
+            return;
         }
         let path = format!("{parent}/{}", escape(key));
-        let is_array = self.created.contains(&path)
-            || self
-                .original
-                .pointer(parent)
-                .and_then(|p| p.get(key))
-                .is_some_and(Value::is_array);
-        if !is_array {
-            return match self.state(parent, key) {
-                Some(false) => self.set(parent, key, Value::Array(values)),
-                _ => Err(EngineBug(format!("{path} is not an array"))),
-            };
+        if !exists {
+            self.ops.push(Op {
+                replace: false,
+                path,
+                value: Item::List(values),
+            });
+            return;
         }
-        let path = pointer(&format!("{path}/-"))?;
-        self.ops.extend(values.into_iter().map(|value| {
-            PatchOperation::Add(AddOperation {
-                path: path.clone(),
-                value,
-            })
+        let path = format!("{path}/-");
+        self.ops.extend(values.into_iter().map(|value| Op {
+            replace: false,
+            path: path.clone(),
+            value: Item::One(value),
         }));
-        Ok(())
     }
 
-    pub fn finish(self) -> Patch {
-        Patch(self.ops)
+    /// The patch as JSON, written into `out` (the answer's base64 encoder,
+    /// say): byte for byte what serde_json writes for [`Changes::to_patch`]
+    /// when the copied objects came in as serde_json writes them.
+    pub fn write_json(&self, out: &mut impl Write) -> std::io::Result<()> {
+        out.write_all(b"[")?;
+        for (i, op) in self.ops.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(if op.replace {
+                b"{\"op\":\"replace\",\"path\":"
+            } else {
+                b"{\"op\":\"add\",\"path\":"
+            })?;
+            serde_json::to_writer(&mut *out, op.path.as_str())?;
+            out.write_all(b",\"value\":")?;
+            match &op.value {
+                Item::One(v) => out.write_all(v.as_bytes())?,
+                Item::List(items) => {
+                    out.write_all(b"[")?;
+                    for (j, v) in items.iter().enumerate() {
+                        if j > 0 {
+                            out.write_all(b",")?;
+                        }
+                        out.write_all(v.as_bytes())?;
+                    }
+                    out.write_all(b"]")?;
+                }
+            }
+            out.write_all(b"}")?;
+        }
+        out.write_all(b"]")
+    }
+
+    /// The patch as `json_patch` operations (the `Value` API: `inject`, tests).
+    pub fn to_patch(&self) -> Result<Patch, EngineBug> {
+        let parse = |v: &str| serde_json::from_str::<Value>(v).map_err(EngineBug::from);
+        self.ops
+            .iter()
+            .map(|op| {
+                let value = match &op.value {
+                    Item::One(v) => parse(v)?,
+                    Item::List(items) => {
+                        Value::Array(items.iter().map(|v| parse(v)).collect::<Result<_, _>>()?)
+                    }
+                };
+                let path = pointer(&op.path)?;
+                Ok(if op.replace {
+                    PatchOperation::Replace(ReplaceOperation { path, value })
+                } else {
+                    PatchOperation::Add(AddOperation { path, value })
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Patch)
     }
 }
 
-/// Applies a patch made by [`Builder`] (only `add` and `replace`).
+/// Applies a patch made by the engine (only `add` and `replace`).
 pub fn apply(pod: &Value, patch: &Patch) -> Result<Value, EngineBug> {
     let mut doc = pod.clone();
     for op in &patch.0 {
@@ -144,6 +198,12 @@ pub fn apply(pod: &Value, patch: &Patch) -> Result<Value, EngineBug> {
 #[error("internal error in the injection engine: {0}")]
 pub struct EngineBug(String);
 
+impl EngineBug {
+    pub fn new(what: impl Into<String>) -> Self {
+        EngineBug(what.into())
+    }
+}
+
 impl From<serde_json::Error> for EngineBug {
     fn from(e: serde_json::Error) -> Self {
         EngineBug(format!("cannot serialise an injected object: {e}"))
@@ -159,89 +219,113 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn check(original: &Value, patch: &Patch) -> Value {
-        let ours = apply(original, patch).expect("our apply");
+    /// Applies the changes both ways (ours and the strict implementation),
+    /// and checks that the bytes written are serde_json's for the patch.
+    fn check(original: &Value, changes: &Changes) -> Value {
+        let patch = changes.to_patch().expect("patch");
+        let mut written = Vec::new();
+        changes.write_json(&mut written).expect("write");
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            serde_json::to_string(&patch).unwrap()
+        );
+        let ours = apply(original, &patch).expect("our apply");
         let mut strict = original.clone();
-        json_patch::patch(&mut strict, patch).expect("strict apply");
+        json_patch::patch(&mut strict, &patch).expect("strict apply");
         assert_eq!(ours, strict);
         ours
     }
 
+    fn texts(values: &[Value]) -> Vec<Json<'static>> {
+        values.iter().map(|v| Cow::Owned(v.to_string())).collect()
+    }
+
     #[test]
     fn creates_missing_arrays_then_appends() {
-        let original = json!({"spec": {"containers": [{"name": "a"}]}});
-        let mut b = Builder::new(&original);
-        b.extend(
+        let original = json!({"spec": {"containers": [{"name": "a", "env": []}]}});
+        let mut c = Changes::default();
+        c.extend(
             "/spec",
             "volumes",
-            vec![json!({"name": "v1"}), json!({"name": "v2"})],
-        )
-        .unwrap();
-        b.extend("/spec", "volumes", vec![json!({"name": "v3"})])
-            .unwrap();
-        b.extend("/spec/containers/0", "env", vec![]).unwrap();
-        let doc = check(&original, &b.finish());
-        assert_eq!(doc["spec"]["volumes"].as_array().map(Vec::len), Some(3));
-        assert!(doc["spec"]["containers"][0].get("env").is_none());
+            false,
+            texts(&[json!({"name": "v1"}), json!({"name": "v2"})]),
+        );
+        c.extend(
+            "/spec/containers/0",
+            "env",
+            true,
+            texts(&[json!({"name": "E"})]),
+        );
+        c.extend("/spec/containers/0", "volumeMounts", false, vec![]);
+        let doc = check(&original, &c);
+        assert_eq!(doc["spec"]["volumes"].as_array().map(Vec::len), Some(2));
+        assert_eq!(doc["spec"]["containers"][0]["env"][0]["name"], "E");
+        assert!(doc["spec"]["containers"][0].get("volumeMounts").is_none());
     }
 
     #[test]
     fn null_arrays_are_replaced_by_an_add() {
         let original = json!({"spec": {"volumes": null}});
-        let mut b = Builder::new(&original);
-        b.extend("/spec", "volumes", vec![json!({"name": "v"})])
-            .unwrap();
-        let patch = b.finish();
+        let mut c = Changes::default();
+        c.extend("/spec", "volumes", false, texts(&[json!({"name": "v"})]));
+        let patch = c.to_patch().unwrap();
         assert!(matches!(patch.0[0], PatchOperation::Add(_)));
-        check(&original, &patch);
+        check(&original, &c);
     }
 
     #[test]
     fn keys_with_slashes_are_escaped() {
         let original = json!({"metadata": {"annotations": {"a~b": "1"}}});
-        let mut b = Builder::new(&original);
-        b.set(
+        let mut c = Changes::default();
+        c.set(
             "/metadata/annotations",
             "dind-injector.io/status",
-            json!("injected"),
+            false,
+            Cow::Borrowed("\"injected\""),
         )
         .unwrap();
-        let patch = b.finish();
-        let text = serde_json::to_string(&patch).unwrap();
+        let text = serde_json::to_string(&c.to_patch().unwrap()).unwrap();
         assert!(text.contains("dind-injector.io~1status"), "{text}");
-        let doc = check(&original, &patch);
+        let doc = check(&original, &c);
         assert_eq!(
             doc["metadata"]["annotations"]["dind-injector.io/status"],
             "injected"
         );
+        assert_eq!(escape("a~/b"), "a~0~1b");
     }
 
     #[test]
     fn existing_scalars_are_replaced() {
         let original = json!({"spec": {"terminationGracePeriodSeconds": 30}});
-        let mut b = Builder::new(&original);
-        b.set("/spec", "terminationGracePeriodSeconds", json!(3600))
-            .unwrap();
-        let patch = b.finish();
+        let mut c = Changes::default();
+        c.set(
+            "/spec",
+            "terminationGracePeriodSeconds",
+            true,
+            Cow::Borrowed("3600"),
+        )
+        .unwrap();
+        let patch = c.to_patch().unwrap();
         assert!(matches!(patch.0[0], PatchOperation::Replace(_)));
-        check(&original, &patch);
-    }
-
-    #[test]
-    fn members_of_created_objects_can_be_added() {
-        let original = json!({"metadata": {}});
-        let mut b = Builder::new(&original);
-        b.set("/metadata", "annotations", json!({})).unwrap();
-        b.set("/metadata/annotations", "a", json!("1")).unwrap();
-        check(&original, &b.finish());
+        check(&original, &c);
     }
 
     #[test]
     fn add_only_fields_are_never_replaced() {
-        let original = json!({"spec": {"hostPID": true, "volumes": "x"}});
-        let mut b = Builder::new(&original);
-        assert!(b.set("/spec", "hostPID", json!(false)).is_err());
-        assert!(b.extend("/spec", "volumes", vec![json!(1)]).is_err());
-        assert!(b.set("/nope", "a", json!(1)).is_err());
+        let mut c = Changes::default();
+        assert!(c
+            .set("/spec", "hostPID", true, Cow::Borrowed("false"))
+            .is_err());
+        assert!(c
+            .set("/spec", "hostPID", false, Cow::Borrowed("false"))
+            .is_ok());
+    }
+
+    #[test]
+    fn values_that_are_not_json_are_a_bug_not_a_patch() {
+        let mut c = Changes::default();
+        c.set("/spec", "x", false, Cow::Borrowed("{not json"))
+            .unwrap();
+        assert!(c.to_patch().is_err());
     }
 }

@@ -8,11 +8,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::entrypoint::{self, CommandSource, ImageCommand, Query};
 use super::overrides::Overrides;
-use super::pod::{self, ContainerList};
+use super::view::{Container, PodView};
 use super::{Denial, DenyReason, Mode};
 use crate::contract::{annotation, volume};
 use crate::contract::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
@@ -180,8 +178,8 @@ pub enum SharedDir {
     /// A new emptyDir, mounted in both.
     Added { volume: String, path: String },
     /// The runner already mounts something there; the daemon gets a copy of
-    /// that mount (same volume, same subPath).
-    Existing { mount: Value },
+    /// that mount (same volume, same subPath), its JSON text as it came.
+    Existing { mount: String },
 }
 
 /// Picks names not used by the pod nor by each other: `base`, `base-1`, …
@@ -213,7 +211,7 @@ impl<'a> NameAllocator<'a> {
 /// below settles one question; they run in the order their denials are
 /// checked (runner, mounts, drain, shared directories).
 pub fn plan(
-    pod: &Value,
+    pod: &PodView,
     config: &Config,
     dind: Arc<DindConfig>,
     overrides: Overrides,
@@ -228,8 +226,8 @@ pub fn plan(
     let native = mode == Mode::Native;
 
     let runner_index = runner_index(pod, overrides.runner_container.as_deref())?;
-    let runner = &pod::containers(pod, ContainerList::Containers)[runner_index];
-    let runner_name = pod::name(runner);
+    let runner = &pod.containers()[runner_index];
+    let runner_name = &*runner.name;
     check_reserved_mounts(runner)?;
 
     let Command {
@@ -257,9 +255,9 @@ pub fn plan(
         (false, None) => SidecarRole::WatchRunner(runner_name.to_string()),
     };
     let set_share_process_namespace =
-        !native && !pod::spec_bool(pod, "hostPID") && !pod::spec_bool(pod, "shareProcessNamespace");
+        !native && !pod.spec_bool(|s| s.host_pid) && !pod.spec_bool(|s| s.share_process_namespace);
 
-    let mut names = NameAllocator::new(pod::volume_names(pod));
+    let mut names = NameAllocator::new(pod.volume_names());
     let volumes = VolumeNames::allocate(&mut names, &dind);
     let (work, externals) = shared_dirs(runner, config, &overrides, &mut names)?;
     let externals_copy = match &externals {
@@ -311,19 +309,19 @@ fn unsupervised_warning(runner: &str) -> String {
 }
 
 /// The annotated container, else the one named `runner`, else the first.
-fn runner_index(pod: &Value, wanted: Option<&str>) -> Result<usize, Denial> {
-    let containers = pod::containers(pod, ContainerList::Containers);
+fn runner_index(pod: &PodView, wanted: Option<&str>) -> Result<usize, Denial> {
+    let containers = pod.containers();
     let Some(wanted) = wanted else {
         return Ok(containers
             .iter()
-            .position(|c| pod::name(c) == DEFAULT_RUNNER)
+            .position(|c| &*c.name == DEFAULT_RUNNER)
             .unwrap_or(0));
     };
     containers
         .iter()
-        .position(|c| pod::name(c) == wanted)
+        .position(|c| &*c.name == wanted)
         .ok_or_else(|| {
-            let names: Vec<&str> = containers.iter().map(pod::name).collect();
+            let names: Vec<&str> = containers.iter().map(|c| &*c.name).collect();
             Denial::new(
                 DenyReason::RunnerNotFound,
                 format!(
@@ -337,16 +335,16 @@ fn runner_index(pod: &Value, wanted: Option<&str>) -> Result<usize, Denial> {
 
 /// The runner must leave us the paths of its client certificates, the run
 /// dir and the bin dir.
-fn check_reserved_mounts(runner: &Value) -> Result<(), Denial> {
-    for m in pod::objects(runner, "volumeMounts") {
-        let at = m.get("mountPath").and_then(Value::as_str).unwrap_or("");
+fn check_reserved_mounts(runner: &Container) -> Result<(), Denial> {
+    for m in runner.mounts() {
+        let at = &*m.mount_path;
         if RUNNER_RESERVED_PATHS.contains(&at.trim_end_matches('/')) {
             return Err(Denial::new(
                 DenyReason::ReservedMountPath,
                 format!(
                     "container {:?} already mounts {at}, which dind-injector needs for \
                      Docker's client certificates, coordination and helper binary",
-                    pod::name(runner)
+                    &*runner.name
                 ),
             ));
         }
@@ -370,8 +368,8 @@ struct Command {
 /// entrypoint, else the configured one for its image, else its image's
 /// ENTRYPOINT and CMD if the caller knows them; `None` if unknown.
 fn command(
-    pod: &Value,
-    runner: &Value,
+    pod: &PodView,
+    runner: &Container,
     config: &Config,
     overrides: &Overrides,
     lookup: &Lookup<'_>,
@@ -382,22 +380,22 @@ fn command(
         source,
         unresolved: None,
     };
-    if let Some(cmd) = pod::strings(runner, "command").filter(|c| !c.is_empty()) {
+    if let Some(cmd) = runner.command.as_ref().filter(|c| !c.is_empty()) {
         return found(
-            cmd.into_iter().map(String::from).collect(),
+            cmd.iter().map(|s| s.to_string()).collect(),
             CommandSource::Spec,
         );
     }
     if let Some(entrypoint) = &overrides.entrypoint {
         return found(entrypoint.clone(), CommandSource::Annotation);
     }
-    let image = runner.get("image").and_then(Value::as_str).unwrap_or("");
+    let image = runner.image.as_deref().unwrap_or("");
     if let Some(known) = config.entrypoint_for(image) {
         return found(known.to_vec(), CommandSource::KnownImage);
     }
-    let query = Query::of(pod, runner);
+    let query = Query::of_view(pod, runner);
     // Present, even empty: never replaced (only three fields ever are).
-    let pod_args = runner.get("args").is_some();
+    let pod_args = runner.args.is_some();
     match lookup(&query).and_then(|image| entrypoint::from_image(&image, pod_args)) {
         Some((wrapped, added_args)) => Command {
             added_args,
@@ -421,10 +419,8 @@ struct Grace {
 }
 
 impl Grace {
-    fn resolve(pod: &Value, config: &Config, overrides: &Overrides) -> Self {
-        let current = pod::spec(pod)
-            .and_then(|s| s.get("terminationGracePeriodSeconds"))
-            .and_then(Value::as_i64);
+    fn resolve(pod: &PodView, config: &Config, overrides: &Overrides) -> Self {
+        let current = pod.spec().and_then(|s| s.termination_grace_period_seconds);
         let min = overrides
             .termination_grace_period
             .unwrap_or(config.min_termination_grace_period_seconds);
@@ -476,20 +472,17 @@ fn drain_timeout(config: &Config, overrides: &Overrides, grace: u32) -> Result<u
 /// The work directory and the externals, each shared with the daemon at the
 /// same path: the runner's own mount if it has one there, else a new volume.
 fn shared_dirs(
-    runner: &Value,
+    runner: &Container,
     config: &Config,
     overrides: &Overrides,
     names: &mut NameAllocator,
 ) -> Result<(Option<SharedDir>, Option<SharedDir>), Denial> {
     let runner_mount_at = |dir: &str| {
-        pod::objects(runner, "volumeMounts")
+        runner
+            .mounts()
             .iter()
-            .find(|m| {
-                m.get("mountPath")
-                    .and_then(Value::as_str)
-                    .is_some_and(|p| p.trim_end_matches('/') == dir)
-            })
-            .cloned()
+            .find(|m| m.mount_path.trim_end_matches('/') == dir)
+            .map(|m| m.raw.to_string())
     };
     let mut shared = |dir: Option<String>, base: &str| {
         dir.map(|path| match runner_mount_at(&path) {
@@ -525,12 +518,8 @@ fn shared_dirs(
 }
 
 /// Docker variables the runner already sets itself (left as they are).
-fn env_kept(runner: &Value) -> Vec<&'static str> {
-    let sets = |name: &str| {
-        pod::objects(runner, "env")
-            .iter()
-            .any(|e| e.get("name").and_then(Value::as_str) == Some(name))
-    };
+fn env_kept(runner: &Container) -> Vec<&'static str> {
+    let sets = |name: &str| runner.env_names().any(|e| e == name);
     RUNNER_ENV
         .iter()
         .map(|(name, _)| *name)

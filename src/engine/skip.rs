@@ -1,8 +1,6 @@
 //! Why a pod is left alone.
 
-use serde_json::Value;
-
-use super::pod;
+use super::view::{Container, PodView};
 use crate::contract::{self, annotation};
 
 /// Why the engine allowed a pod without changing it. The labels are stable:
@@ -63,27 +61,29 @@ const OUR_CONTAINERS: [&str; 3] = [
 
 /// Whether this pod carries an earlier injection. Any of our container names
 /// counts: adding a second one would make the apiserver refuse the pod.
-pub fn already_injected(pod: &Value) -> bool {
-    pod::annotation(pod, annotation::STATUS).is_some()
-        || pod::all_containers(pod).any(|c| OUR_CONTAINERS.contains(&pod::name(c)))
+pub fn already_injected(pod: &PodView) -> bool {
+    pod.annotation(annotation::STATUS).is_some()
+        || pod
+            .all_containers()
+            .any(|c| OUR_CONTAINERS.contains(&&*c.name))
 }
 
 /// The first container that runs a Docker daemon of its own, if any: an image
 /// that is a DinD image, or a command that starts dockerd.
-pub fn own_daemon(pod: &Value) -> Option<&str> {
-    pod::all_containers(pod)
+pub fn own_daemon<'v>(pod: &'v PodView) -> Option<&'v str> {
+    pod.all_containers()
         .find(|c| runs_dockerd(c))
-        .map(pod::name)
+        .map(|c| &*c.name)
 }
 
-fn runs_dockerd(container: &Value) -> bool {
-    let image = container.get("image").and_then(Value::as_str).unwrap_or("");
+fn runs_dockerd(container: &Container) -> bool {
+    let image = container.image.as_deref().unwrap_or("");
     let repo = crate::engine::image::repository(image);
     let repo_name = repo.rsplit('/').next().unwrap_or(repo);
     let tag = crate::engine::image::tag(image).unwrap_or("");
     let dind_image = repo_name.contains("dind") || (repo_name == "docker" && tag.contains("dind"));
-    let program = pod::strings(container, "command")
-        .or_else(|| pod::strings(container, "args"))
+    let program = Container::strings(&container.command)
+        .or_else(|| Container::strings(&container.args))
         .and_then(|cmd| cmd.first().copied())
         .map(|p| p.rsplit('/').next().unwrap_or(p));
     dind_image || matches!(program, Some("dockerd" | "dockerd-entrypoint.sh"))
@@ -92,7 +92,7 @@ fn runs_dockerd(container: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn pod_with(container: Value) -> Value {
         json!({"metadata": {}, "spec": {"containers": [{"name": "runner", "image": "ubuntu"}, container]}})
@@ -108,7 +108,8 @@ mod tests {
             json!({"name": "d", "image": "debian", "command": ["/usr/bin/dockerd"]}),
             json!({"name": "d", "image": "debian", "args": ["dockerd-entrypoint.sh"]}),
         ] {
-            assert_eq!(own_daemon(&pod_with(c.clone())), Some("d"), "{c}");
+            let pod = pod_with(c.clone());
+            assert_eq!(own_daemon(&PodView::from_value(&pod)), Some("d"), "{c}");
         }
     }
 
@@ -120,15 +121,16 @@ mod tests {
             json!({"name": "d", "image": "registry:5000/dind-tools/cli:1"}),
             json!({"name": "d", "image": "debian", "command": ["docker", "dockerd"]}),
         ] {
-            assert_eq!(own_daemon(&pod_with(c.clone())), None, "{c}");
+            let pod = pod_with(c.clone());
+            assert_eq!(own_daemon(&PodView::from_value(&pod)), None, "{c}");
         }
     }
 
     #[test]
     fn our_container_names_mark_an_injection() {
-        assert!(already_injected(&pod_with(
-            json!({"name": "dind-injector-init"})
-        )));
-        assert!(!already_injected(&pod_with(json!({"name": "dind2"}))));
+        let injected = pod_with(json!({"name": "dind-injector-init"}));
+        assert!(already_injected(&PodView::from_value(&injected)));
+        let other = pod_with(json!({"name": "dind2"}));
+        assert!(!already_injected(&PodView::from_value(&other)));
     }
 }

@@ -1,14 +1,27 @@
 //! AdmissionReview in, AdmissionReview out: the wire format around the engine.
 //!
-//! Pure (bytes in, values out) so that every answer the webhook can give is
+//! Pure (bytes in, bytes out) so that every answer the webhook can give is
 //! testable without a socket. Our own types rather than kube-core's: its
 //! `AdmissionResponse` serialises `patch` as a list of numbers (kube-rs issue
 //! 1781) where the API wants base64, and we must answer `v1beta1` in kind.
+//!
+//! Two ways through, one answer: [`answer`] (the server's) reads the
+//! envelope into borrowed fields and the pod into the engine's view, and
+//! writes the answer, its patch base64-encoded in place, straight into the
+//! answer buffer; whatever it does not take (anything but a well-typed
+//! CREATE of a Pod) goes the reference way, [`review`]: the body as a
+//! `serde_json::Value`, whose errors name the field. Both write the answer
+//! with the same writer; `tests/reqpath.rs` checks that they agree.
 
-use base64::Engine as _;
-use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::io::Write;
+
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::outcome::{ErrorReason, Outcome, Skip};
+use crate::engine::patch::Changes;
+use crate::engine::view::{Lenient, Meta, Obj, PodView, Text};
 use crate::engine::{CommandSource, Decision, Engine, Lookup, Query, SkipReason};
 
 pub const API_V1: &str = "admission.k8s.io/v1";
@@ -30,10 +43,27 @@ pub struct Subject {
     pub dry_run: bool,
 }
 
-/// A review we answer with an AdmissionReview (HTTP 200).
+/// A review we answer with an AdmissionReview (HTTP 200), as a `Value`
+/// (the reference way; `inject`-style callers and the tests).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub review: Value,
+    pub outcome: Outcome,
+    pub subject: Subject,
+    /// The denial message or warnings, for the log line.
+    pub detail: String,
+    /// For an injected pod: how the runner's command was found.
+    pub command_source: Option<CommandSource>,
+    /// The image look-up that could have found it (see `webhook::registry`).
+    pub unresolved: Option<Query>,
+}
+
+/// A review we answer with an AdmissionReview (HTTP 200), as the bytes the
+/// server sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    /// The AdmissionReview answer, JSON.
+    pub json: Vec<u8>,
     pub outcome: Outcome,
     pub subject: Subject,
     /// The denial message or warnings, for the log line.
@@ -62,7 +92,28 @@ pub enum BadReview {
     NoUid,
 }
 
-/// Reviews one AdmissionReview body.
+/// Reviews one AdmissionReview body into the answer's bytes: the request
+/// path of the server.
+pub fn answer(engine: &Engine, body: &[u8]) -> Result<Answered, BadReview> {
+    answer_with(engine, body, &|_| None, &|_| None)
+}
+
+/// [`answer`] with what `serve` knows beyond the review (see
+/// [`review_with`]), on the request path and its fallback alike.
+pub fn answer_with(
+    engine: &Engine,
+    body: &[u8],
+    namespace_profile: &dyn Fn(&str) -> Option<String>,
+    lookup: &Lookup<'_>,
+) -> Result<Answered, BadReview> {
+    if let Some(answered) = fast(engine, body, namespace_profile, lookup) {
+        return Ok(answered);
+    }
+    let settled = settle(engine, body, namespace_profile, lookup)?;
+    Ok(settled.write())
+}
+
+/// Reviews one AdmissionReview body into a `Value` (the reference way).
 pub fn review(engine: &Engine, body: &[u8]) -> Result<Answer, BadReview> {
     review_with(engine, body, &|_| None, &|_| None)
 }
@@ -76,12 +127,68 @@ pub fn review_with(
     namespace_profile: &dyn Fn(&str) -> Option<String>,
     lookup: &Lookup<'_>,
 ) -> Result<Answer, BadReview> {
+    let Answered {
+        json,
+        outcome,
+        subject,
+        detail,
+        command_source,
+        unresolved,
+    } = settle(engine, body, namespace_profile, lookup)?.write();
+    let review = serde_json::from_slice(&json)
+        .map_err(|e| BadReview::NotJson(format!("our own answer: {e}")))?;
+    Ok(Answer {
+        review,
+        outcome,
+        subject,
+        detail,
+        command_source,
+        unresolved,
+    })
+}
+
+/// How an injected runner's command was found, and the look-up that could
+/// have found it.
+type Command = (Option<CommandSource>, Option<Query>);
+
+/// A review decided, not yet written.
+struct Settled<P> {
+    api_version: &'static str,
+    uid: String,
+    reply: Reply<P>,
+    outcome: Outcome,
+    subject: Subject,
+    command: Command,
+}
+
+impl<P: WritePatch> Settled<P> {
+    fn write(self) -> Answered {
+        let mut json = Vec::with_capacity(512);
+        let detail = write_review(&mut json, self.api_version, &self.uid, &self.reply);
+        Answered {
+            json,
+            outcome: self.outcome,
+            subject: self.subject,
+            detail,
+            command_source: self.command.0,
+            unresolved: self.command.1,
+        }
+    }
+}
+
+// === the reference way: the body as a Value ===
+
+fn settle(
+    engine: &Engine,
+    body: &[u8],
+    namespace_profile: &dyn Fn(&str) -> Option<String>,
+    lookup: &Lookup<'_>,
+) -> Result<Settled<Vec<u8>>, BadReview> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| BadReview::NotJson(e.to_string()))?;
     let (api_version, request, uid) = envelope(&doc)?;
     let object = request.get("object").filter(|o| !o.is_null());
     let mut subject = subject_of(uid, request, object);
-    let mut command = (None, None);
-    let (reply, outcome) = match pod_to_review(request, object) {
+    let (reply, outcome, command) = match pod_to_review(request, object) {
         Ok(pod) => {
             subject.dry_run = request
                 .get("dryRun")
@@ -89,25 +196,29 @@ pub fn review_with(
                 .unwrap_or(false);
             // dryRun requests are answered exactly like real ones: no side effects.
             let profile = namespace_profile(&subject.namespace);
-            decide(engine, pod, profile.as_deref(), lookup, &mut command)
+            decide(
+                engine
+                    .review_with(pod, profile.as_deref(), lookup)
+                    .and_then(|d| Ok(d.map_patch(|patch| serde_json::to_vec(&patch))?)),
+            )
         }
-        Err(unhandled) => unhandled,
+        Err((reply, outcome)) => (reply, outcome, (None, None)),
     };
-    let (review, detail) = respond(api_version, uid, reply);
-    Ok(Answer {
-        review,
+    Ok(Settled {
+        api_version,
+        uid: uid.to_string(),
+        reply,
         outcome,
         subject,
-        detail,
-        command_source: command.0,
-        unresolved: command.1,
+        command,
     })
 }
 
 /// The apiVersion (answered in kind), the request and its uid.
-fn envelope(doc: &Value) -> Result<(&str, &Value, &str), BadReview> {
+fn envelope(doc: &Value) -> Result<(&'static str, &Value, &str), BadReview> {
     let api_version = match doc.get("apiVersion").and_then(Value::as_str) {
-        Some(v @ (API_V1 | API_V1BETA1)) => v,
+        Some(API_V1) => API_V1,
+        Some(API_V1BETA1) => API_V1BETA1,
         Some(other) => return Err(BadReview::UnsupportedApiVersion(other.into())),
         None => return Err(BadReview::NoApiVersion),
     };
@@ -129,10 +240,10 @@ fn envelope(doc: &Value) -> Result<(&str, &Value, &str), BadReview> {
 /// The pod the engine should decide on, or the answer to a well-formed
 /// review that is not for it (allowed unchanged, with a warning where the
 /// webhook's configuration is wrong).
-fn pod_to_review<'a>(
+fn pod_to_review<'a, P>(
     request: &Value,
     object: Option<&'a Value>,
-) -> Result<&'a Value, (Reply, Outcome)> {
+) -> Result<&'a Value, (Reply<P>, Outcome)> {
     let kind = request.get("kind");
     let field = |k: &str| {
         kind.and_then(|v| v.get(k))
@@ -160,305 +271,291 @@ fn pod_to_review<'a>(
     })
 }
 
+fn subject_of(uid: &str, request: &Value, object: Option<&Value>) -> Subject {
+    let meta = object.and_then(|o| o.get("metadata"));
+    fn text(v: Option<&Value>) -> &str {
+        v.and_then(Value::as_str).unwrap_or("")
+    }
+    let owners = meta
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let owner = owners
+        .iter()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .or_else(|| owners.first())
+        .map(|o| (text(o.get("kind")), text(o.get("name"))));
+    subject(
+        uid,
+        [
+            text(meta.and_then(|m| m.get("name"))),
+            text(meta.and_then(|m| m.get("generateName"))),
+        ],
+        [
+            text(request.get("namespace")),
+            text(meta.and_then(|m| m.get("namespace"))),
+        ],
+        owner,
+    )
+}
+
+/// The log line's subject: the first non-empty name and namespace.
+fn subject(
+    uid: &str,
+    names: [&str; 2],
+    namespaces: [&str; 2],
+    owner: Option<(&str, &str)>,
+) -> Subject {
+    let first = |c: [&str; 2]| {
+        c.into_iter()
+            .find(|s| !s.is_empty())
+            .unwrap_or("")
+            .to_string()
+    };
+    Subject {
+        uid: uid.to_string(),
+        namespace: first(namespaces),
+        name: first(names),
+        owner: owner.map_or_else(String::new, |(kind, name)| format!("{kind}/{name}")),
+        dry_run: false,
+    }
+}
+
+// === the request path: borrowed envelope, the pod's view ===
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    api_version: Text<'a>,
+    #[serde(borrow)]
+    kind: Text<'a>,
+    #[serde(borrow)]
+    request: Obj<Request<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    #[serde(borrow)]
+    uid: Text<'a>,
+    #[serde(borrow)]
+    kind: Obj<Gvk<'a>>,
+    #[serde(borrow)]
+    operation: Text<'a>,
+    #[serde(default, borrow)]
+    namespace: Lenient<'a>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(default, borrow)]
+    object: Option<Obj<PodView<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Gvk<'a> {
+    #[serde(default, borrow)]
+    group: Lenient<'a>,
+    #[serde(default, borrow)]
+    kind: Lenient<'a>,
+}
+
+/// The request path for a well-typed CREATE of a Pod; `None` for anything
+/// else (the reference way answers it, and names what is wrong).
+fn fast(
+    engine: &Engine,
+    body: &[u8],
+    namespace_profile: &dyn Fn(&str) -> Option<String>,
+    lookup: &Lookup<'_>,
+) -> Option<Answered> {
+    // Checked first, as the reference way does: skipped fields are not
+    // otherwise checked for valid UTF-8.
+    let text = std::str::from_utf8(body).ok()?;
+    let Obj(envelope) = serde_json::from_str::<Obj<Envelope>>(text).ok()?;
+    let api_version = match &*envelope.api_version {
+        API_V1 => API_V1,
+        API_V1BETA1 => API_V1BETA1,
+        _ => return None,
+    };
+    let request = &envelope.request;
+    let is_pod = request.kind.group.as_str().unwrap_or("").is_empty()
+        && request.kind.kind.as_str() == Some("Pod");
+    if &*envelope.kind != "AdmissionReview"
+        || request.uid.is_empty()
+        || !is_pod
+        || &*request.operation != "CREATE"
+    {
+        return None;
+    }
+    let pod = request.object.as_deref()?;
+    let meta = pod.metadata.as_deref();
+    let lenient = |f: for<'m> fn(&'m Meta<'m>) -> &'m Lenient<'m>| {
+        meta.and_then(|m| f(m).as_str()).unwrap_or("")
+    };
+    let owners = meta
+        .and_then(|m| m.owner_references.as_deref())
+        .unwrap_or(&[]);
+    let owner = owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| owners.first())
+        .map(|o| (o.kind.as_str().unwrap_or(""), o.name.as_str().unwrap_or("")));
+    let mut subject = subject(
+        &request.uid,
+        [lenient(|m| &m.name), lenient(|m| &m.generate_name)],
+        [
+            request.namespace.as_str().unwrap_or(""),
+            lenient(|m| &m.namespace),
+        ],
+        owner,
+    );
+    subject.dry_run = request.dry_run.unwrap_or(false);
+    let profile = namespace_profile(&subject.namespace);
+    let decision = engine.review_view(pod, profile.as_deref(), lookup).ok()??;
+    let (reply, outcome, command) = decide(Ok(decision));
+    Some(
+        Settled {
+            api_version,
+            uid: request.uid.to_string(),
+            reply,
+            outcome,
+            subject,
+            command,
+        }
+        .write(),
+    )
+}
+
+// === the answer, for both ===
+
 /// The engine's decision as an answer. An engine bug is answered
 /// `allowed: false` with code 500 and a message asking to report it.
-fn decide(
-    engine: &Engine,
-    pod: &Value,
-    namespace_profile: Option<&str>,
-    lookup: &Lookup<'_>,
-    command: &mut (Option<CommandSource>, Option<Query>),
-) -> (Reply, Outcome) {
-    let bug = |what: String| {
-        let message = format!("dind-injector: {what}; please report it");
-        (
-            Reply::Deny(500, message),
-            Outcome::Error(ErrorReason::Internal),
-        )
-    };
-    match engine.review_with(pod, namespace_profile, lookup) {
-        Ok(Decision::Inject(injection)) => match serde_json::to_vec(&injection.patch) {
-            Ok(patch) => {
-                *command = (Some(injection.command_source), injection.unresolved);
-                (Reply::Patch(patch, injection.warnings), Outcome::Injected)
-            }
-            Err(e) => bug(format!("cannot encode the patch: {e}")),
-        },
+fn decide<P>(
+    decision: Result<Decision<P>, crate::engine::EngineBug>,
+) -> (Reply<P>, Outcome, Command) {
+    match decision {
+        Ok(Decision::Inject(injection)) => (
+            Reply::Patch(injection.patch, injection.warnings),
+            Outcome::Injected,
+            (Some(injection.command_source), injection.unresolved),
+        ),
         Ok(Decision::Skip { reason, warning }) => (
             Reply::Allow(warning),
             Outcome::Skipped(Skip::Engine(reason)),
+            (None, None),
         ),
-        Ok(Decision::Deny { reason, message }) => {
-            (Reply::Deny(403, message), Outcome::Denied(reason))
-        }
-        Err(e) => bug(e.to_string()),
+        Ok(Decision::Deny { reason, message }) => (
+            Reply::Deny(403, message),
+            Outcome::Denied(reason),
+            (None, None),
+        ),
+        Err(e) => (
+            Reply::Deny(500, format!("dind-injector: {e}; please report it")),
+            Outcome::Error(ErrorReason::Internal),
+            (None, None),
+        ),
     }
 }
 
 /// The three kinds of answer an AdmissionReview can carry.
-enum Reply {
-    /// The encoded JSON Patch and the warnings.
-    Patch(Vec<u8>, Vec<String>),
+enum Reply<P> {
+    /// The JSON Patch and the warnings.
+    Patch(P, Vec<String>),
     Allow(Option<String>),
     /// HTTP-style status code and the user-facing message.
     Deny(u16, String),
 }
 
-fn subject_of(uid: &str, request: &Value, object: Option<&Value>) -> Subject {
-    let meta = object.and_then(|o| o.get("metadata"));
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
-    let name = match text(meta.and_then(|m| m.get("name"))) {
-        n if n.is_empty() => text(meta.and_then(|m| m.get("generateName"))),
-        n => n,
-    };
-    let namespace = match text(request.get("namespace")) {
-        ns if ns.is_empty() => text(meta.and_then(|m| m.get("namespace"))),
-        ns => ns,
-    };
-    let owner = meta
-        .and_then(|m| m.get("ownerReferences"))
-        .and_then(Value::as_array)
-        .and_then(|owners| {
-            owners
-                .iter()
-                .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
-                .or_else(|| owners.first())
-        })
-        .map(|o| format!("{}/{}", text(o.get("kind")), text(o.get("name"))))
-        .unwrap_or_default();
-    Subject {
-        uid: uid.to_string(),
-        namespace,
-        name,
-        owner,
-        dry_run: false,
+/// A JSON Patch that can write itself as JSON.
+trait WritePatch {
+    fn write_json(&self, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+impl WritePatch for Vec<u8> {
+    fn write_json(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(self)
     }
 }
 
-/// Builds the AdmissionReview answer and the detail for the log line.
-fn respond(api_version: &str, uid: &str, reply: Reply) -> (Value, String) {
-    let mut response = json!({"uid": uid, "allowed": true});
+impl WritePatch for Changes<'_> {
+    fn write_json(&self, mut out: &mut dyn Write) -> std::io::Result<()> {
+        Changes::write_json(self, &mut out)
+    }
+}
+
+/// Writes the AdmissionReview answer (keys in the order the API documents
+/// them) and returns the detail for the log line.
+fn write_review<P: WritePatch>(
+    out: &mut Vec<u8>,
+    api_version: &str,
+    uid: &str,
+    reply: &Reply<P>,
+) -> String {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        // A Vec never fails to take bytes, and a &str always serialises.
+        let _ = serde_json::to_writer(out, s);
+    };
+    out.extend_from_slice(b"{\"apiVersion\":");
+    string(out, api_version);
+    out.extend_from_slice(b",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
+    string(out, uid);
     let detail = match reply {
         Reply::Patch(patch, warnings) => {
-            response["patchType"] = json!("JSONPatch");
-            response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
-            set_warnings(&mut response, &warnings);
+            out.extend_from_slice(b",\"allowed\":true,\"patchType\":\"JSONPatch\",\"patch\":\"");
+            let mut encoder = base64::write::EncoderWriter::new(
+                &mut *out,
+                &base64::engine::general_purpose::STANDARD,
+            );
+            // Writing into a Vec cannot fail.
+            let _ = patch.write_json(&mut encoder);
+            let _ = encoder.finish();
+            drop(encoder);
+            out.push(b'"');
+            write_warnings(out, warnings.iter().map(String::as_str));
             warnings.join("; ")
         }
         Reply::Allow(warning) => {
-            let warnings: Vec<String> = warning.into_iter().collect();
-            set_warnings(&mut response, &warnings);
-            warnings.join("; ")
+            out.extend_from_slice(b",\"allowed\":true");
+            write_warnings(out, warning.as_deref().into_iter());
+            warning.clone().unwrap_or_default()
         }
         Reply::Deny(code, message) => {
-            response["allowed"] = json!(false);
-            let reason = if code >= 500 {
+            let reason = if *code >= 500 {
                 "InternalError"
             } else {
                 "Forbidden"
             };
-            response["status"] = json!({"code": code, "reason": reason, "message": message});
-            message
+            let _ = write!(
+                out,
+                ",\"allowed\":false,\"status\":{{\"code\":{code},\"reason\":\"{reason}\",\"message\":"
+            );
+            string(out, message);
+            out.push(b'}');
+            message.clone()
         }
     };
-    (
-        json!({"apiVersion": api_version, "kind": "AdmissionReview", "response": response}),
-        detail,
-    )
+    out.extend_from_slice(b"}}");
+    detail
 }
 
-fn set_warnings(response: &mut Value, warnings: &[String]) {
-    if warnings.is_empty() {
+fn write_warnings<'w>(out: &mut Vec<u8>, warnings: impl ExactSizeIterator<Item = &'w str>) {
+    if warnings.len() == 0 {
         return;
     }
-    let short: Vec<String> = warnings
-        .iter()
-        .map(|w| truncate(w, MAX_WARNING_CHARS))
-        .collect();
-    response["warnings"] = json!(short);
+    out.extend_from_slice(b",\"warnings\":[");
+    for (i, w) in warnings.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, &*truncate(w, MAX_WARNING_CHARS));
+    }
+    out.push(b']');
 }
 
-fn truncate(s: &str, max: usize) -> String {
+fn truncate(s: &str, max: usize) -> Cow<'_, str> {
     if s.chars().count() <= max {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let mut out: String = s.chars().take(max - 1).collect();
     out.push('…');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::config::Config;
-    use crate::engine::DenyReason;
-    use crate::engine::Mode;
-
-    fn engine() -> Engine {
-        Engine::new(Config::default(), Mode::Classic).unwrap()
-    }
-
-    fn review_of(api: &str, request: Value) -> Vec<u8> {
-        serde_json::to_vec(
-            &json!({"apiVersion": api, "kind": "AdmissionReview", "request": request}),
-        )
-        .unwrap()
-    }
-
-    fn pod_request(pod: Value) -> Value {
-        json!({
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "ci",
-            "operation": "CREATE",
-            "object": pod,
-        })
-    }
-
-    fn runner_pod() -> Value {
-        json!({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"generateName": "r-", "labels": {"runner": "true"},
-                            "ownerReferences": [{"kind": "Job", "name": "j", "controller": true}]},
-               "spec": {"containers": [{"name": "runner", "image": "r", "command": ["/run.sh"]}]}})
-    }
-
-    #[test]
-    fn injection_answers_base64_json_patch_in_the_request_version() {
-        for api in [API_V1, API_V1BETA1] {
-            let a = review(&engine(), &review_of(api, pod_request(runner_pod()))).unwrap();
-            assert_eq!(a.outcome, Outcome::Injected);
-            assert_eq!(a.review["apiVersion"], api);
-            let r = &a.review["response"];
-            assert_eq!(r["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
-            assert_eq!(r["allowed"], true);
-            assert_eq!(r["patchType"], "JSONPatch");
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(r["patch"].as_str().unwrap())
-                .unwrap();
-            let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-            assert!(!patch.0.is_empty());
-            assert_eq!(
-                a.subject,
-                Subject {
-                    uid: "705ab4f5-6393-11e8-b7cc-42010a800002".into(),
-                    namespace: "ci".into(),
-                    name: "r-".into(),
-                    owner: "Job/j".into(),
-                    dry_run: false
-                }
-            );
-        }
-    }
-
-    #[test]
-    fn skips_have_no_patch() {
-        let mut pod = runner_pod();
-        pod["metadata"]["labels"] = json!({});
-        let a = review(&engine(), &review_of(API_V1, pod_request(pod))).unwrap();
-        assert_eq!(
-            a.outcome,
-            Outcome::Skipped(Skip::Engine(SkipReason::NotRunner))
-        );
-        assert!(a.review["response"].get("patch").is_none());
-        assert_eq!(a.review["response"]["allowed"], true);
-    }
-
-    #[test]
-    fn denials_carry_a_status_that_names_the_problem() {
-        let mut pod = runner_pod();
-        pod["metadata"]["annotations"] = json!({"dind-injector.io/sidecar-mode": "x"});
-        let a = review(&engine(), &review_of(API_V1, pod_request(pod))).unwrap();
-        assert_eq!(a.outcome, Outcome::Denied(DenyReason::InvalidAnnotation));
-        let r = &a.review["response"];
-        assert_eq!(r["allowed"], false);
-        assert_eq!(r["status"]["code"], 403);
-        assert!(r["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("dind-injector.io/sidecar-mode"));
-    }
-
-    #[test]
-    fn wrong_kinds_operations_and_missing_objects_are_allowed_unchanged() {
-        let mut req = pod_request(json!({"kind": "Deployment"}));
-        req["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
-        let a = review(&engine(), &review_of(API_V1, req)).unwrap();
-        assert_eq!(
-            a.outcome,
-            Outcome::Skipped(Skip::Engine(SkipReason::NotAPod))
-        );
-        let w = a.review["response"]["warnings"][0].as_str().unwrap();
-        assert!(w.contains("apps/v1 Deployment"), "{w}");
-
-        let mut req = pod_request(runner_pod());
-        req["operation"] = json!("UPDATE");
-        let a = review(&engine(), &review_of(API_V1, req)).unwrap();
-        assert_eq!(a.outcome, Outcome::Skipped(Skip::NotCreate));
-
-        let a = review(&engine(), &review_of(API_V1, pod_request(Value::Null))).unwrap();
-        assert_eq!(a.outcome, Outcome::Skipped(Skip::NoObject));
-        assert!(a.review["response"].get("patch").is_none());
-    }
-
-    #[test]
-    fn malformed_reviews_are_bad_requests_that_say_why() {
-        let cases: Vec<(Vec<u8>, &str)> = vec![
-            (b"{not json".to_vec(), "not valid JSON"),
-            (vec![0xff, 0xfe, b'{'], "not valid JSON"),
-            (b"[]".to_vec(), "apiVersion is missing"),
-            (
-                br#"{"apiVersion":"v1","kind":"Pod"}"#.to_vec(),
-                "apiVersion \"v1\" is not supported",
-            ),
-            (
-                br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#.to_vec(),
-                "kind must be AdmissionReview",
-            ),
-            (
-                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
-                "request is missing",
-            ),
-            (review_of(API_V1, json!({"uid": ""})), "request.uid"),
-            (
-                format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
-                "recursion limit",
-            ),
-        ];
-        for (body, expected) in cases {
-            let err = review(&engine(), &body).unwrap_err().to_string();
-            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
-        }
-    }
-
-    #[test]
-    fn invalid_pods_are_allowed_with_a_warning_and_no_patch() {
-        for spec in [
-            json!("x"),
-            json!({"containers": []}),
-            json!({"containers": [{"name": "r", "env": 3}]}),
-        ] {
-            let mut pod = runner_pod();
-            pod["spec"] = spec;
-            let a = review(&engine(), &review_of(API_V1, pod_request(pod))).unwrap();
-            assert_eq!(
-                a.outcome,
-                Outcome::Skipped(Skip::Engine(SkipReason::InvalidPod))
-            );
-            assert!(a.review["response"].get("patch").is_none());
-            assert!(
-                a.review["response"]["warnings"][0].as_str().unwrap().len()
-                    <= MAX_WARNING_CHARS * 4
-            );
-        }
-    }
-
-    #[test]
-    fn long_warnings_are_cut_on_a_char_boundary() {
-        let long = "é".repeat(300);
-        let cut = truncate(&long, MAX_WARNING_CHARS);
-        assert_eq!(cut.chars().count(), MAX_WARNING_CHARS);
-        assert!(cut.ends_with('…'));
-        assert_eq!(truncate("short", MAX_WARNING_CHARS), "short");
-    }
+    Cow::Owned(out)
 }

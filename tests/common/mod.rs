@@ -46,6 +46,26 @@ pub fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The pods of `tests/fixtures/pods`, by file stem, sorted.
+pub fn pod_fixtures() -> Vec<(String, Value)> {
+    let dir = root().join("tests/fixtures/pods");
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .expect("fixtures dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let name = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            (name, read_json(&p))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Applies a patch with json-patch's strict RFC 6902 implementation.
 pub fn apply(original: &Value, patch: &json_patch::Patch) -> Value {
     let mut doc = original.clone();

@@ -728,8 +728,12 @@ fn mutations(config: &Config, dind: &Arc<DindConfig>, mode: Mode) -> Result<Vec<
 
     let mut init = vec![literal(&parts.init, "Object.spec.initContainers")];
     if let Some(SharedDir::Added { volume, path }) = &main.externals {
-        let runner = json!({"image": RUNNER_IMAGE_HOLE, "imagePullPolicy": RUNNER_PULL_HOLE});
-        let externals = build::externals_container(&runner, path, volume)?;
+        let externals = build::externals_container(
+            Some(RUNNER_IMAGE_HOLE),
+            Some(RUNNER_PULL_HOLE),
+            path,
+            volume,
+        )?;
         init.push(literal_with(
             &externals,
             "Object.spec.initContainers",

@@ -1,13 +1,118 @@
 //! Structured logs via `tracing`: JSON in clusters, text for people.
 //! `RUST_LOG` filters as usual (default `info`).
+//!
+//! Lines are written to stderr by a thread of their own: a review formats
+//! its line and hands it over, instead of waiting for a write to a pipe the
+//! container runtime may be slow to drain. The hand-over is bounded
+//! ([`QUEUED_LINES`]); when it is full the request waits, so no line is
+//! ever dropped. The thread writes what has queued up in one go and flushes
+//! as soon as the queue is empty, so a line is late by at most that write.
 
+use std::io::{self, BufWriter, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::time::Duration;
+
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(format: &str) {
+/// Lines that may wait for the writer thread.
+pub const QUEUED_LINES: usize = 4096;
+
+enum Message {
+    Line(Vec<u8>),
+    /// Write everything before this, then answer.
+    Flush(SyncSender<()>),
+}
+
+/// Hands lines to the writer thread ([`MakeWriter`] for the fmt layer).
+#[derive(Clone)]
+pub struct Lines {
+    sender: SyncSender<Message>,
+}
+
+/// One event's line: tracing-subscriber writes an event's formatted line
+/// in one call, which becomes one message.
+pub struct Line {
+    sender: SyncSender<Message>,
+}
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sender
+            .send(Message::Line(buf.to_vec()))
+            // The writer thread is gone (process exiting): the line goes
+            // straight to stderr rather than nowhere.
+            .or_else(|_| io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Lines {
+    type Writer = Line;
+    fn make_writer(&'a self) -> Line {
+        Line {
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl Lines {
+    /// Starts the writer thread over `out`.
+    pub fn spawn(out: impl Write + Send + 'static) -> io::Result<Lines> {
+        let (sender, receiver) = mpsc::sync_channel(QUEUED_LINES);
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || write_lines(receiver, out))?;
+        Ok(Lines { sender })
+    }
+
+    /// Waits (at most `within`) until every line handed over before this
+    /// call is written: before the process exits.
+    pub fn flush(&self, within: Duration) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.sender.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv_timeout(within);
+        }
+    }
+}
+
+fn write_lines(receiver: Receiver<Message>, out: impl Write) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => {
+                    let _ = out.write_all(&line);
+                }
+                Message::Flush(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+            }
+            next = receiver.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Installs the subscriber; the returned [`Lines`] is to be flushed before
+/// the process exits (`None` if the writer thread could not be started:
+/// lines then go straight to stderr).
+pub fn init(format: &str) -> Option<Lines> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = Lines::spawn(io::stderr()).ok();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(match lines.clone() {
+            Some(lines) => BoxMakeWriter::new(lines),
+            None => BoxMakeWriter::new(io::stderr),
+        });
     // try_init: a second initialisation (tests) is not an error worth dying for.
     let _ = if format == "json" {
         builder
@@ -18,4 +123,40 @@ pub fn init(format: &str) {
     } else {
         builder.with_ansi(false).try_init()
     };
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?
+                .write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_written_in_order_by_the_flush() {
+        let out = Shared::default();
+        let lines = Lines::spawn(out.clone()).unwrap();
+        for i in 0..10_000 {
+            let mut w = lines.make_writer();
+            w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        lines.flush(Duration::from_secs(10));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let expected: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, expected);
+    }
 }

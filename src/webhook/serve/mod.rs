@@ -106,7 +106,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    logging::init(&args.log_format);
+    let lines = logging::init(&args.log_format);
+    let result = serve(args);
+    if let Some(lines) = lines {
+        lines.flush(Duration::from_secs(2));
+    }
+    result
+}
+
+fn serve(args: Args) -> Result<()> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

@@ -108,15 +108,7 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         state.metrics.runner_command(source);
     }
     log_review(&answer, took);
-    match serde_json::to_vec(&answer.review) {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorReason::Encode,
-            format!("cannot encode the answer: {e}"),
-        )
-        .respond(&state),
-    }
+    ([(header::CONTENT_TYPE, "application/json")], answer.json).into_response()
 }
 
 /// The body of a JSON request, within the size limit (declared length
@@ -185,14 +177,14 @@ async fn read_json_body(
 async fn reviewed(
     state: &AppState,
     body: &[u8],
-) -> Result<admission::Answer, admission::BadReview> {
+) -> Result<admission::Answered, admission::BadReview> {
     let engine = state.engine.get();
     let namespace_profile = |ns: &str| state.namespaces.as_ref().and_then(|n| n.get(ns));
     let Some(registry) = &state.registry else {
-        return admission::review_with(&engine, body, &namespace_profile, &|_| None);
+        return admission::answer_with(&engine, body, &namespace_profile, &|_| None);
     };
     let lookup = |q: &Query| registry.cached(q);
-    let answer = admission::review_with(&engine, body, &namespace_profile, &lookup)?;
+    let answer = admission::answer_with(&engine, body, &namespace_profile, &lookup)?;
     let Some(query) = &answer.unresolved else {
         return Ok(answer);
     };
@@ -201,7 +193,7 @@ async fn reviewed(
     }
     match registry.resolve(query, &answer.subject.namespace).await {
         Resolution::Known if registry.cached(query).is_some() => {
-            admission::review_with(&engine, body, &namespace_profile, &lookup)
+            admission::answer_with(&engine, body, &namespace_profile, &lookup)
         }
         Resolution::Known => Ok(answer),
         Resolution::Pending => {
@@ -213,7 +205,7 @@ async fn reviewed(
 }
 
 /// One line per review: at warn when the user or the operator has to act.
-fn log_review(answer: &admission::Answer, took: Duration) {
+fn log_review(answer: &admission::Answered, took: Duration) {
     let s = &answer.subject;
     macro_rules! log_review {
         ($level:ident) => {
