@@ -402,6 +402,30 @@ fn profiles_and_command_lookups_take_the_request_path_and_agree() {
         let fast_asked = asked.take();
         let reference = admission::review_with(engine, &body, &ns, &lookup).expect("review");
         assert_eq!(fast_asked, asked.take(), "{name}: the look-ups differ");
+        // Both ways read the query from the view: check it against the pod.
+        if let Some(q) = fast_asked.first() {
+            let spec = &pod["spec"];
+            let pins = spec.get("affinity").is_some();
+            assert_eq!(
+                (q.platform.os.as_str(), q.platform.architecture.as_str()),
+                if pins {
+                    ("windows", "arm64")
+                } else {
+                    ("linux", "amd64")
+                },
+                "{name}"
+            );
+            assert_eq!(
+                q.pull_secrets,
+                if pins { vec!["pull"] } else { vec![] },
+                "{name}"
+            );
+            assert_eq!(
+                q.service_account,
+                if pins { "builder" } else { "default" },
+                "{name}"
+            );
+        }
         assert_eq!(
             String::from_utf8_lossy(&fast.json),
             serde_json::to_string(&reference.review).expect("json"),
