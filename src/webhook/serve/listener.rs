@@ -90,19 +90,30 @@ pub async fn serve(
     wait_for_connections(&permits, &shared.limits).await;
 }
 
-/// HTTP/1.1 and HTTP/2 with the header-read timeout and keep-alive pings.
+/// What one connection may hold of a client's unread data: HTTP/1's read
+/// buffer (request head included) and HTTP/2's flow-control windows. The
+/// budget of bodies in flight counts only bodies being read, so this times
+/// the connection limit is what clients can park beside it (hyper's defaults,
+/// 400 KiB and 1 MiB, would let 256 connections park 256 MiB).
+pub const CONNECTION_BUFFER: u32 = 64 * 1024;
+
+/// HTTP/1.1 and HTTP/2 with the header-read timeout, keep-alive pings and
+/// [`CONNECTION_BUFFER`].
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(CONNECTION_BUFFER as usize)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10))
+        .initial_connection_window_size(CONNECTION_BUFFER)
+        .initial_stream_window_size(CONNECTION_BUFFER)
         .max_concurrent_streams(250);
     builder
 }

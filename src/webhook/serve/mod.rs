@@ -7,6 +7,7 @@
 //! auto` ([`autodetect`]).
 
 pub mod autodetect;
+pub mod budget;
 pub mod listener;
 mod logging;
 pub mod metrics;
@@ -66,8 +67,9 @@ pub struct Args {
     /// How long in-flight requests may take to finish after the listener closed.
     #[arg(long, env = "DIND_INJECTOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// Open connections beyond this are closed at once.
-    #[arg(long, env = "DIND_INJECTOR_MAX_CONNECTIONS", default_value_t = 1024)]
+    /// Open connections beyond this are closed at once (each may hold up to
+    /// 64 KiB of unread request data, plus its TLS buffers).
+    #[arg(long, env = "DIND_INJECTOR_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
     #[arg(long, env = "DIND_INJECTOR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,
@@ -86,6 +88,22 @@ pub struct Args {
     /// Larger bodies get 413 (the apiserver sends at most about 3 MiB).
     #[arg(long, env = "DIND_INJECTOR_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Bodies being read or reviewed may add up to this many bytes; more
+    /// waits, then gets 503 (memory bounded whatever the core count).
+    #[arg(long, env = "DIND_INJECTOR_MAX_INFLIGHT_BYTES", default_value_t = 12 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+    /// Reviews parsed and decided at once, on threads of their own, when
+    /// small: together they parse at most --max-body-bytes, so a largest
+    /// body is reviewed alone. More waits, then gets 503.
+    #[arg(
+        long,
+        env = "DIND_INJECTOR_MAX_CONCURRENT_REVIEWS",
+        default_value_t = 4
+    )]
+    pub max_concurrent_reviews: usize,
+    /// How long a request waits for room in those two budgets.
+    #[arg(long, env = "DIND_INJECTOR_OVERLOAD_WAIT", default_value = "3s", value_parser = parse_duration)]
+    pub overload_wait: Duration,
 }
 
 /// `250ms`, `2s`, `1m`, or a plain number of seconds.
@@ -130,6 +148,11 @@ pub fn run(args: Args) -> Result<()> {
         },
         max_body_bytes: args.max_body_bytes,
         body_timeout: args.body_timeout,
+        budget: budget::Budget {
+            inflight_bytes: args.max_inflight_bytes,
+            concurrent_reviews: args.max_concurrent_reviews,
+            wait: args.overload_wait,
+        },
         detect_interval: args.detect_interval,
     };
     tokio::runtime::Builder::new_multi_thread()

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::budget::{Admitted, Full, Gate};
 use super::metrics::Metrics;
 use super::server::{EngineHandle, Readiness};
 use crate::webhook::admission;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Bound on receiving the whole body (slow clients).
     pub body_timeout: Duration,
+    /// Bound on the memory of reviews in flight.
+    pub gate: Gate,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -74,28 +77,46 @@ impl Refusal {
         let reason = reason.as_str();
         tracing::warn!(status = status.as_u16(), reason, %message, "request refused");
         let mut response = (status, format!("{message}\n")).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         response
+    }
+
+    fn overloaded(full: Full) -> Self {
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        Self::new(status, ErrorReason::Overloaded, full.to_string())
     }
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let bytes = match read_json_body(&state, &headers, body).await {
-        Ok(bytes) => bytes,
+    let (bytes, _admitted) = match read_json_body(&state, &headers, body).await {
+        Ok(body) => body,
         Err(refusal) => return refusal.respond(&state),
     };
-    let reviewed_at = Instant::now();
-    let answer = match admission::review(&state.engine.get(), &bytes) {
-        Ok(answer) => answer,
-        Err(bad) => {
+    let engine = state.engine.get();
+    let decided = state.gate.decide(bytes.len(), move || {
+        let reviewed_at = Instant::now();
+        (admission::review(&engine, &bytes), reviewed_at.elapsed())
+    });
+    let (answer, took) = match decided.await {
+        Ok(Ok((Ok(answer), took))) => (answer, took),
+        Ok(Ok((Err(bad), _))) => {
             let status = StatusCode::BAD_REQUEST;
             return Refusal::new(status, ErrorReason::BadReview, bad.to_string()).respond(&state);
         }
+        Ok(Err(panicked)) => {
+            let status = StatusCode::INTERNAL_SERVER_ERROR;
+            let message = format!("the review failed: {panicked}");
+            return Refusal::new(status, ErrorReason::Internal, message).respond(&state);
+        }
+        Err(full) => return Refusal::overloaded(full).respond(&state),
     };
-    let took = reviewed_at.elapsed();
     state.metrics.review(answer.outcome, Some(took));
     log_review(&answer, took);
     match serde_json::to_vec(&answer.review) {
@@ -110,13 +131,14 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
 }
 
 /// The body of a JSON request, within the size limit (declared length
-/// first, then while reading, so chunked bodies are bounded too) and the
-/// body timeout.
+/// first, then while reading, so chunked bodies are bounded too), the body
+/// timeout, and the budget of bytes in flight (room for the declared length,
+/// or for the limit when none is declared, held until the answer is sent).
 async fn read_json_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Bytes, Refusal> {
+) -> Result<(Bytes, Admitted), Refusal> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -144,12 +166,24 @@ async fn read_json_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-        return Err(too_large());
-    }
-    let limited = Limited::new(body, state.max_body_bytes).collect();
+    let size = match declared {
+        Some(n) if n > state.max_body_bytes as u64 => return Err(too_large()),
+        Some(n) => usize::try_from(n).unwrap_or(state.max_body_bytes),
+        None => state.max_body_bytes,
+    };
+    let admitted = state
+        .gate
+        .admit_body(size)
+        .await
+        .map_err(Refusal::overloaded)?;
+    let limit = if declared.is_some() {
+        size
+    } else {
+        state.max_body_bytes
+    };
+    let limited = Limited::new(body, limit).collect();
     match tokio::time::timeout(state.body_timeout, limited).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), admitted)),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Ok(Err(e)) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{autodetect, listener, metrics, routes, tls};
+use super::{autodetect, budget, listener, metrics, routes, tls};
 use crate::engine::config::SidecarMode;
 use crate::engine::{Engine, Mode};
 
@@ -89,12 +89,14 @@ pub struct Options {
     pub limits: listener::Limits,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    pub budget: budget::Budget,
     /// How often `sidecarMode: auto` asks the cluster again.
     pub detect_interval: Duration,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
+    let gate = budget::Gate::new(options.budget.clone(), options.max_body_bytes)?;
     let provider = crate::crypto::provider();
     let store = Arc::new(
         tls::CertStore::load(&options.tls_cert, &options.tls_key, provider.clone())
@@ -119,6 +121,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
         readiness: readiness.clone(),
         max_body_bytes: options.max_body_bytes,
         body_timeout: options.body_timeout,
+        gate,
     }));
 
     let background = Background::start(&options, &store, &metrics, metrics_listener);

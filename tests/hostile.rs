@@ -1,0 +1,210 @@
+//! Hostile clients against the real `serve` binary (issue 13): what a pod
+//! anywhere in the cluster can send to `/mutate` must not take the replica
+//! down or make it unready.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::server::{connect, Proto, Server};
+
+/// The server's default body limit: the largest body a client can send.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// A memory cgroup of our own (v1 or v2), removed when dropped. Needs root,
+/// like the rest of `make test`; a machine without one fails the test with
+/// the reason rather than skipping it.
+struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    fn new(tag: &str, limit: u64) -> Self {
+        let name = format!("dind-injector-test-{tag}-{}", std::process::id());
+        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let dir = if v2 {
+            PathBuf::from("/sys/fs/cgroup").join(name)
+        } else {
+            PathBuf::from("/sys/fs/cgroup/memory").join(name)
+        };
+        std::fs::create_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot create the memory cgroup {} (the test needs root and a memory \
+                 controller): {e}",
+                dir.display()
+            )
+        });
+        let cgroup = Self { dir, v2 };
+        let (limit_file, swap_file) = if v2 {
+            ("memory.max", "memory.swap.max")
+        } else {
+            ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+        };
+        cgroup.write(limit_file, &limit.to_string());
+        // Without swap accounting there is no swap to limit; with it, none.
+        let _ = std::fs::write(
+            cgroup.dir.join(swap_file),
+            if v2 { "0".into() } else { limit.to_string() },
+        );
+        cgroup
+    }
+
+    fn write(&self, file: &str, value: &str) {
+        let path = self.dir.join(file);
+        std::fs::write(&path, value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    fn add(&self, pid: u32) {
+        self.write("cgroup.procs", &pid.to_string());
+    }
+
+    fn reset_peak(&self) {
+        if !self.v2 {
+            self.write("memory.max_usage_in_bytes", "0");
+        }
+    }
+
+    /// The highest memory use seen (v2: since creation, kernel ≥ 5.19).
+    fn peak(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        let path = self.dir.join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.trim().parse().expect("a number of bytes")
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // The server was killed before (it is dropped first); the kernel
+        // may take a moment to let go of the group.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("cannot remove {}", self.dir.display());
+    }
+}
+
+/// The worst case for a JSON parser: an AdmissionReview whose object holds
+/// one array of zeros, as large as the body limit allows (each `0,` is two
+/// bytes of input and a whole value in a parse tree).
+fn worst_case_body(uid: &str) -> Vec<u8> {
+    let head = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"{uid}","operation":"CREATE","object":{{"zeros":["#
+    );
+    let tail = "0]}}}";
+    let mut body = head.into_bytes();
+    while body.len() + 2 + tail.len() <= MAX_BODY {
+        body.extend_from_slice(b"0,");
+    }
+    body.extend_from_slice(tail.as_bytes());
+    body
+}
+
+/// Sixteen worst-case bodies at once, against a server on sixteen runtime
+/// threads (a 16-core node) in a 256 MiB memory cgroup (the chart's limit):
+/// the server lives, stays within a bound far under the limit, keeps
+/// answering its health probe, and every client gets an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_worst_case_bodies_fits_in_the_memory_limit() {
+    let cgroup = MemoryCgroup::new("flood", 256 * MIB);
+    let mut server = Server::start_with_env(&[], &[("TOKIO_WORKER_THREADS", "16")]);
+    cgroup.add(server.child.id());
+    cgroup.reset_peak();
+    let ca = server.ca();
+
+    let mut clients = Vec::new();
+    for i in 0..16 {
+        let (addr, ca) = (server.addr, ca.clone());
+        clients.push(tokio::spawn(async move {
+            let body = worst_case_body(&format!("flood-{i}"));
+            let mut conn = connect(addr, &ca, Proto::H1).await.expect("connect");
+            conn.request("POST", "/mutate", Some("application/json"), body)
+                .await
+                .map(|reply| (reply.status, reply.text()))
+        }));
+    }
+
+    // The probe answers while the flood is being parsed. It runs on a
+    // thread and runtime of its own, so that the flood's clients (which
+    // share this test's runtime) cannot delay it.
+    let probes = probe_during(server.addr, ca.clone(), "/healthz");
+
+    let mut answers = Vec::new();
+    for client in clients {
+        answers.push(client.await.expect("client task"));
+    }
+    let probes = probes.join().expect("probe thread");
+    let peak = cgroup.peak();
+    let exited = server.child.try_wait().expect("try_wait");
+    assert!(
+        exited.is_none(),
+        "the server died ({exited:?}, peak {} MiB); log: {}",
+        peak / MIB,
+        server.log_text()
+    );
+    assert!(
+        probes.iter().all(|(status, _)| *status == Some(200)),
+        "health probes during the flood: {probes:?}"
+    );
+    for answer in &answers {
+        let (status, text) = answer.as_ref().expect("every client gets an answer");
+        assert!(*status == 200 || *status == 503, "status {status}: {text}");
+    }
+    // The server's own bound, not the limit's: 12 MiB of bodies in flight,
+    // one worst-case parse at a time (about 35 × 3 MiB with a
+    // `serde_json::Value` tree) and the idle server, with some margin.
+    assert!(
+        peak < 160 * MIB,
+        "peak {} MiB during the flood of 16 × 3 MiB",
+        peak / MIB
+    );
+    eprintln!(
+        "flood: peak {} MiB; answers {:?}",
+        peak / MIB,
+        answers
+            .iter()
+            .map(|a| a.as_ref().map(|(s, _)| *s).ok())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Ten GETs of `path`, 100 ms apart, each on a new connection and given 2 s:
+/// their statuses (None: no answer in time) and durations.
+fn probe_during(
+    addr: std::net::SocketAddr,
+    ca: PathBuf,
+    path: &'static str,
+) -> std::thread::JoinHandle<Vec<(Option<u16>, Duration)>> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut probes = Vec::new();
+            for _ in 0..10 {
+                let started = Instant::now();
+                let answered = tokio::time::timeout(Duration::from_secs(2), async {
+                    let mut conn = connect(addr, &ca, Proto::H1).await.ok()?;
+                    conn.request("GET", path, None, vec![]).await.ok()
+                })
+                .await;
+                let status = answered.ok().flatten().map(|r| r.status);
+                probes.push((status, started.elapsed()));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            probes
+        })
+    })
+}
