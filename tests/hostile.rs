@@ -7,7 +7,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::server::{connect, Proto, Server};
+use common::server::{connect, plain_get, Proto, Server};
+use tokio::io::AsyncWriteExt;
 
 /// The server's default body limit: the largest body a client can send.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -135,10 +136,10 @@ async fn a_flood_of_worst_case_bodies_fits_in_the_memory_limit() {
         }));
     }
 
-    // The probe answers while the flood is being parsed. It runs on a
-    // thread and runtime of its own, so that the flood's clients (which
+    // The kubelet's probe answers while the flood is being parsed. It runs
+    // on a thread and runtime of its own, so that the flood's clients (which
     // share this test's runtime) cannot delay it.
-    let probes = probe_during(server.addr, ca.clone(), "/healthz");
+    let probes = probe_during(server.metrics, "/readyz");
 
     let mut answers = Vec::new();
     for client in clients {
@@ -179,11 +180,11 @@ async fn a_flood_of_worst_case_bodies_fits_in_the_memory_limit() {
     );
 }
 
-/// Ten GETs of `path`, 100 ms apart, each on a new connection and given 2 s:
-/// their statuses (None: no answer in time) and durations.
+/// Ten plain GETs of `path`, 100 ms apart, each on a new connection and
+/// given 2 s, as the kubelet probes: their statuses (None: no answer in
+/// time) and durations.
 fn probe_during(
     addr: std::net::SocketAddr,
-    ca: PathBuf,
     path: &'static str,
 ) -> std::thread::JoinHandle<Vec<(Option<u16>, Duration)>> {
     std::thread::spawn(move || {
@@ -195,16 +196,71 @@ fn probe_during(
             let mut probes = Vec::new();
             for _ in 0..10 {
                 let started = Instant::now();
-                let answered = tokio::time::timeout(Duration::from_secs(2), async {
-                    let mut conn = connect(addr, &ca, Proto::H1).await.ok()?;
-                    conn.request("GET", path, None, vec![]).await.ok()
-                })
-                .await;
-                let status = answered.ok().flatten().map(|r| r.status);
+                let answered = tokio::time::timeout(Duration::from_secs(2), plain_get(addr, path));
+                let status = answered.await.ok().and_then(Result::ok).map(|(s, _)| s);
                 probes.push((status, started.elapsed()));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             probes
         })
     })
+}
+
+/// Probes go to the metrics port: a webhook port full of idle connections
+/// (any pod can open them) leaves the kubelet's probes answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_while_the_webhook_port_is_full() {
+    let server = Server::start(&["--max-connections", "8"]);
+    let ca = server.ca();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect(server.addr, &ca, Proto::H1).await.expect("held"));
+    }
+    assert!(
+        connect(server.addr, &ca, Proto::H1).await.is_err(),
+        "the webhook port is full"
+    );
+    for path in ["/healthz", "/readyz"] {
+        let (status, text) = plain_get(server.metrics, path).await.expect(path);
+        assert_eq!(status, 200, "{path}: {text}");
+    }
+    drop(held);
+}
+
+/// The metrics port has its own connection limit and the header and idle
+/// timeouts: a flood of it is closed, and room comes back for the probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_port_bounds_its_connections_and_times_them_out() {
+    let server = Server::start(&[
+        "--metrics-max-connections",
+        "4",
+        "--header-read-timeout",
+        "500ms",
+        "--idle-timeout",
+        "700ms",
+    ]);
+    // Four slowloris connections: half a request head, then nothing.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut tcp = tokio::net::TcpStream::connect(server.metrics)
+            .await
+            .expect("tcp");
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        held.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let over = plain_get(server.metrics, "/readyz").await;
+    assert!(
+        over.is_err(),
+        "a fifth connection is closed at once: {over:?}"
+    );
+    // The header timeout frees the room.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (status, text) = plain_get(server.metrics, "/readyz")
+        .await
+        .expect("room again");
+    assert_eq!(status, 200, "{text}");
+    drop(held);
 }

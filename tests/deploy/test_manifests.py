@@ -471,9 +471,10 @@ def test_deployment(name, rendered):
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "configMap" in volumes[mounts["/etc/dind-injector/config.yaml"]["name"]]
     assert "secret" in volumes[mounts["/etc/dind-injector/tls"]["name"]]
-    # Probes on the real endpoints, over HTTPS.
-    assert c["readinessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": "/readyz", "port": "https"}
-    assert c["livenessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": "/healthz", "port": "https"}
+    # Probes on the real endpoints, on the metrics port (a flood of the
+    # webhook port cannot starve them).
+    assert c["readinessProbe"]["httpGet"] == {"scheme": "HTTP", "path": "/readyz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"scheme": "HTTP", "path": "/healthz", "port": "metrics"}
     metrics_port = get(values, "metrics.port", 9090)
     assert {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"} in c["ports"]
     assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]

@@ -71,6 +71,15 @@ pub struct Args {
     /// 64 KiB of unread request data, plus its TLS buffers).
     #[arg(long, env = "DIND_INJECTOR_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
+    /// Open connections to the metrics and probes port beyond this are
+    /// closed at once (apart from the webhook's: a flood of reviews cannot
+    /// starve the kubelet's probes).
+    #[arg(
+        long,
+        env = "DIND_INJECTOR_METRICS_MAX_CONNECTIONS",
+        default_value_t = 32
+    )]
+    pub metrics_max_connections: usize,
     #[arg(long, env = "DIND_INJECTOR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,
     /// HTTP/1 request headers must arrive within this time.
@@ -146,6 +155,7 @@ pub fn run(args: Args) -> Result<()> {
             idle_timeout: args.idle_timeout,
             shutdown_grace: args.shutdown_grace,
         },
+        metrics_max_connections: args.metrics_max_connections,
         max_body_bytes: args.max_body_bytes,
         body_timeout: args.body_timeout,
         budget: budget::Budget {

@@ -1,4 +1,6 @@
-//! HTTP routes of the webhook port: `/mutate`, `/healthz`, `/readyz`.
+//! HTTP routes: the webhook port's `/mutate`, and the probes `/healthz`
+//! and `/readyz` (on both ports; the kubelet asks the metrics port's, which
+//! a flood of reviews cannot fill).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,10 +31,9 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let readiness = state.readiness.clone();
     Router::new()
         .route("/mutate", post(mutate))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -40,14 +41,26 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .with_state(state)
+        .merge(probes(readiness))
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    }
+/// `/healthz` (the process answers) and `/readyz` (it should get traffic).
+pub fn probes(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = readiness.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
 }
 
 /// A request refused without a review: the status, a stable reason and a

@@ -87,6 +87,9 @@ pub struct Options {
     /// endpoints controllers and load balancers stop sending first.
     pub shutdown_delay: Duration,
     pub limits: listener::Limits,
+    /// The metrics and probes port's connection limit (its timeouts are
+    /// the webhook's).
+    pub metrics_max_connections: usize,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub budget: budget::Budget,
@@ -124,7 +127,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
         gate,
     }));
 
-    let background = Background::start(&options, &store, &metrics, metrics_listener);
+    let background = Background::start(&options, &store, &metrics, &readiness, metrics_listener);
     let detection = start_detection(
         configured,
         &engine,
@@ -144,7 +147,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     let on_connections = move |d| conn_metrics.connections(d);
     listener::serve(
         listener,
-        tls_config,
+        listener::Transport::Tls(tls_config),
         app,
         options.limits,
         shutdown,
@@ -162,7 +165,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
 struct Background {
     /// Fires after the webhook listener has drained; every task stops then.
     done: watch::Sender<bool>,
-    metrics: JoinHandle<std::io::Result<()>>,
+    metrics: JoinHandle<()>,
     watcher: JoinHandle<()>,
 }
 
@@ -171,13 +174,23 @@ impl Background {
         options: &Options,
         store: &Arc<tls::CertStore>,
         metrics: &Arc<metrics::Metrics>,
+        readiness: &Readiness,
         metrics_listener: TcpListener,
     ) -> Self {
         let (done, _) = watch::channel(false);
-        let metrics_task = tokio::spawn(serve_metrics(
+        let limits = listener::Limits {
+            max_connections: options.metrics_max_connections,
+            // Scrapes and probes are quick; do not hold the exit for them.
+            shutdown_grace: Duration::from_secs(1),
+            ..options.limits.clone()
+        };
+        let metrics_task = tokio::spawn(listener::serve(
             metrics_listener,
-            metrics.clone(),
+            listener::Transport::Plain,
+            metrics_app(metrics.clone(), readiness.clone()),
+            limits,
             done_signal(done.subscribe()),
+            |_| {},
         ));
         let watch_metrics = metrics.clone();
         let watcher = tokio::spawn(store.clone().watch(
@@ -203,10 +216,8 @@ impl Background {
         if let Some(detection) = detection {
             let _ = detection.await;
         }
-        match self.metrics.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "metrics server task failed"),
+        if let Err(e) = self.metrics.await {
+            tracing::warn!(error = %e, "metrics server task failed");
         }
     }
 }
@@ -294,37 +305,33 @@ async fn termination() -> &'static str {
     }
 }
 
-async fn serve_metrics(
-    listener: TcpListener,
-    metrics: Arc<metrics::Metrics>,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// The plain-HTTP port: `/metrics` for Prometheus, and the probes.
+fn metrics_app(metrics: Arc<metrics::Metrics>, readiness: Readiness) -> axum::Router {
     use axum::http::{header, StatusCode};
     use axum::response::IntoResponse;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                match metrics.encode() {
-                    Ok(text) => (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                        .into_response(),
-                    Err(e) => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("cannot encode metrics: {e}\n"),
-                    )
-                        .into_response(),
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    match metrics.encode() {
+                        Ok(text) => (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(e) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("cannot encode metrics: {e}\n"),
+                        )
+                            .into_response(),
+                    }
                 }
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+            }),
+        )
+        .merge(routes::probes(readiness))
 }
