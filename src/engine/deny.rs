@@ -18,16 +18,21 @@ pub enum DenyReason {
     DrainExceedsGrace,
     /// The work directory and the externals directory are the same path.
     SharedDirConflict,
+    /// A shared directory is outside the configured prefixes, or the runner
+    /// mounts there a volume that is not plain storage (it would be mounted
+    /// into the privileged daemon as is).
+    SharedDirNotAllowed,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 6] = [
+    pub const ALL: [DenyReason; 7] = [
         Self::InvalidAnnotation,
         Self::HostNetwork,
         Self::RunnerNotFound,
         Self::ReservedMountPath,
         Self::DrainExceedsGrace,
         Self::SharedDirConflict,
+        Self::SharedDirNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +43,7 @@ impl DenyReason {
             Self::ReservedMountPath => "reserved-mount-path",
             Self::DrainExceedsGrace => "drain-exceeds-grace",
             Self::SharedDirConflict => "shared-dir-conflict",
+            Self::SharedDirNotAllowed => "shared-dir-not-allowed",
         }
     }
 }
