@@ -264,3 +264,55 @@ async fn the_metrics_port_bounds_its_connections_and_times_them_out() {
     assert_eq!(status, 200, "{text}");
     drop(held);
 }
+
+/// Answers and log lines quote the request (annotation values, names, the
+/// apiVersion): whatever its size, they stay small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_and_log_lines_built_from_the_request_are_bounded() {
+    let server = Server::start(&[]);
+    let mut conn = connect(server.addr, &server.ca(), Proto::H2)
+        .await
+        .expect("connect");
+    let huge = "x".repeat(200_000);
+    let pod = serde_json::json!({
+        "metadata": {
+            "generateName": huge,
+            "labels": {"runner": "true"},
+            "annotations": {"dind-injector.io/drain-timeout": huge},
+            "ownerReferences": [{"kind": "Job", "name": huge, "controller": true}]
+        },
+        "spec": {"containers": [{"name": "runner", "image": "r", "command": ["/run.sh"]}]}
+    });
+    let review = common::server::review_for("admission.k8s.io/v1", &huge, &pod);
+    let reply = conn.review(&review).await.expect("review");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let message = reply.json()["response"]["status"]["message"]
+        .as_str()
+        .expect("a denial message")
+        .to_string();
+    assert!(
+        message.starts_with("annotation dind-injector.io/drain-timeout"),
+        "{message}"
+    );
+    assert!(message.chars().count() <= 512, "{} chars", message.len());
+
+    let mut bad = review.clone();
+    bad["apiVersion"] = serde_json::json!(huge);
+    let reply = conn.review(&bad).await.expect("review");
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.text().chars().count() <= 513,
+        "{} chars",
+        reply.text().len()
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.log_text();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(
+        log.contains("\"reason\":\"invalid-annotation\""),
+        "the review is logged: {}",
+        &log[..log.len().min(2000)]
+    );
+    assert!(longest < 4096, "a log line of {longest} bytes");
+}

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use super::budget::{Admitted, Full, Gate};
 use super::metrics::Metrics;
 use super::server::{EngineHandle, Readiness};
+use crate::engine::deny::{cut, MAX_MESSAGE_CHARS};
 use crate::webhook::admission;
 use crate::webhook::outcome::{ErrorReason, Outcome};
 
@@ -71,12 +72,17 @@ struct Refusal {
     message: String,
 }
 
+/// Log fields taken from the request (uid, names) are cut to this many
+/// characters: one review is one line of bounded size.
+const MAX_LOG_FIELD_CHARS: usize = 256;
+
 impl Refusal {
+    /// `message` may quote the request (a content type, an apiVersion): cut.
     fn new(status: StatusCode, reason: ErrorReason, message: String) -> Self {
         Self {
             status,
             reason,
-            message,
+            message: cut(&message, MAX_MESSAGE_CHARS),
         }
     }
 
@@ -214,15 +220,31 @@ async fn read_json_body(
     }
 }
 
-/// One line per review: at warn when the user or the operator has to act.
+/// One line per review, of bounded size: at warn when the user or the
+/// operator has to act.
 fn log_review(answer: &admission::Answer, took: Duration) {
     let s = &answer.subject;
+    let field = |v: &str| cut(v, MAX_LOG_FIELD_CHARS);
+    let (uid, namespace, pod, owner) = (
+        field(&s.uid),
+        field(&s.namespace),
+        field(&s.name),
+        field(&s.owner),
+    );
+    let detail = cut(&answer.detail, MAX_MESSAGE_CHARS);
     macro_rules! log_review {
         ($level:ident) => {
             tracing::$level!(
-                uid = %s.uid, namespace = %s.namespace, pod = %s.name, owner = %s.owner,
-                dry_run = s.dry_run, decision = answer.outcome.as_str(), reason = answer.outcome.reason(),
-                detail = %answer.detail, duration_us = took.as_micros() as u64, "review"
+                uid,
+                namespace,
+                pod,
+                owner,
+                dry_run = s.dry_run,
+                decision = answer.outcome.as_str(),
+                reason = answer.outcome.reason(),
+                detail,
+                duration_us = took.as_micros() as u64,
+                "review"
             )
         };
     }
