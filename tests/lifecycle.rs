@@ -657,3 +657,73 @@ fn docker_never_ready_fails_with_a_clear_message_and_never_starts_the_runner() {
     p.check(p.elapsed < Duration::from_secs(10), "bounded");
     p.assert_no_leftovers();
 }
+
+/// Issue 13: a run directory that cannot be written (not a directory, or
+/// one where no file can be created) ends `supervise` with its documented
+/// code 125 and a message that says so; the runner is never started.
+#[test]
+fn an_unwritable_run_directory_ends_supervise_with_125_and_says_so() {
+    let dir = common::temp_dir("unwritable-run");
+    std::fs::write(dir.join("a-file"), "").expect("write");
+    let marker = dir.join("runner-ran");
+    for (run_dir, says) in [
+        (dir.join("a-file/run"), "cannot create the run directory"),
+        // procfs exists, but no file can be created in it, even by root.
+        (
+            std::path::PathBuf::from("/proc"),
+            "cannot write /proc/runner.pid",
+        ),
+    ] {
+        let out = std::process::Command::new(common::bin())
+            .arg("supervise")
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(["--docker-wait=0", "--", "touch"])
+            .arg(&marker)
+            .output()
+            .expect("run supervise");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{}: {stderr}",
+            run_dir.display()
+        );
+        assert!(
+            stderr.contains(says) && stderr.contains("the runner was not started"),
+            "{stderr}"
+        );
+        assert!(!marker.exists(), "the runner ran");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 13: the run directory is shared with the other container, whose
+/// processes may plant a symlink where the writer puts its temp file (the
+/// name used to be `.NAME.tmp.PID`, and the supervisor is often PID 1): the
+/// write must not go through it.
+#[test]
+fn write_atomic_does_not_follow_a_planted_symlink() {
+    use dind_injector::inpod::rundir::write_atomic;
+    let dir = common::temp_dir("planted");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").expect("write");
+    let target = dir.join("runner.pid");
+    for pid in [1, std::process::id()] {
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".runner.pid.tmp.{pid}")))
+            .expect("plant");
+    }
+    write_atomic(&target, b"42 1\n", 0o644).expect("write");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "42 1\n");
+    // A symlink at the final name is replaced, its target left alone.
+    std::fs::remove_file(&target).expect("rm");
+    std::os::unix::fs::symlink(&victim, &target).expect("plant");
+    write_atomic(&target, b"43 1\n", 0o644).expect("write");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!std::fs::symlink_metadata(&target)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let _ = std::fs::remove_dir_all(&dir);
+}
