@@ -100,6 +100,16 @@ fn create_temp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no free temp name")))
 }
 
+/// What `/proc` says of a [`RunnerRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// Ended, a zombie, or its PID reused.
+    Gone,
+    /// `/proc/PID/stat` could not be read (why).
+    Unknown(String),
+}
+
 /// The runner's identity: a PID alone can be reused by an unrelated process
 /// once the runner is gone, the pair (PID, start time) cannot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,9 +142,27 @@ impl RunnerRecord {
 
     /// Whether this very process still runs (a zombie counts as ended).
     pub fn is_alive(&self) -> bool {
+        self.liveness() == Liveness::Alive
+    }
+
+    /// Whether this very process still runs, as `/proc` tells: only a
+    /// missing entry means gone. An entry that cannot be read (`/proc`
+    /// mounted with `hidepid`, the runner another user) says nothing, and
+    /// taking it for an end would stop Docker under a live runner.
+    pub fn liveness(&self) -> Liveness {
         match procfs::stat(self.pid) {
-            Ok(stat) => stat.start_time == self.start_time && stat.state != 'Z',
-            Err(_) => false,
+            Ok(stat) if stat.start_time == self.start_time && stat.state != 'Z' => Liveness::Alive,
+            Ok(_) => Liveness::Gone,
+            // hidepid=invisible hides other users' entries: ask the kernel.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                let exists = rustix::process::Pid::from_raw(self.pid)
+                    .map(rustix::process::test_kill_process);
+                match exists {
+                    Some(Err(rustix::io::Errno::SRCH)) | None => Liveness::Gone,
+                    Some(_) => Liveness::Unknown(format!("{e}, yet the PID exists")),
+                }
+            }
+            Err(e) => Liveness::Unknown(e.to_string()),
         }
     }
 }
