@@ -316,3 +316,117 @@ async fn answers_and_log_lines_built_from_the_request_are_bounded() {
     );
     assert!(longest < 4096, "a log line of {longest} bytes");
 }
+
+/// `--client-ca`: only clients with a certificate from that CA complete a
+/// handshake (the apiserver, through its AdmissionConfiguration); other
+/// pods get nothing; the probes on the metrics port are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_only_its_clients_are_served() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let issue = |tag: &str| {
+        let dir = common::temp_dir(tag);
+        let out = std::process::Command::new(common::bin())
+            .args(["certs", "--client", "kube-apiserver", "--out"])
+            .arg(&dir)
+            .output()
+            .expect("run certs");
+        assert!(out.status.success(), "{out:?}");
+        dir
+    };
+    let (trusted, stranger) = (issue("client-ca"), issue("other-ca"));
+    let client_ca = trusted.join("ca.crt");
+    let server = Server::start(&["--client-ca", client_ca.to_str().expect("utf8")]);
+
+    let config = |dir: Option<&PathBuf>| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(server.ca()).expect("ca") {
+            roots.add(cert.expect("cert")).expect("add");
+        }
+        let builder =
+            rustls::ClientConfig::builder_with_provider(dind_injector::crypto::provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots);
+        let mut config = match dir {
+            None => builder.with_no_client_auth(),
+            Some(dir) => {
+                let certs = CertificateDer::pem_file_iter(dir.join("client.crt"))
+                    .expect("client.crt")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certs");
+                let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).expect("key");
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .expect("client auth")
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    };
+    let get = |config| async move {
+        let mut tls = common::server::tls_connect(server.addr, config).await?;
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut tls, &mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let answered = get(config(Some(&trusted))).await.expect("trusted client");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    for (who, config) in [
+        ("no certificate", config(None)),
+        ("another CA", config(Some(&stranger))),
+    ] {
+        let refused = get(config).await;
+        assert!(
+            refused
+                .as_ref()
+                .map_or(true, |text| !text.contains("200 OK")),
+            "{who}: {refused:?}"
+        );
+    }
+    let (status, _) = plain_get(server.metrics, "/readyz").await.expect("probe");
+    assert_eq!(status, 200);
+    for dir in [trusted, stranger] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A `--client-ca` that cannot be used stops the start, naming the file.
+#[test]
+fn an_unusable_client_ca_is_refused_at_start_naming_the_file() {
+    let dir = common::temp_dir("bad-client-ca");
+    common::server::issue_certs(&dir, 30);
+    std::fs::write(dir.join("empty.pem"), "not a certificate\n").expect("write");
+    for (file, says) in [
+        ("missing.pem", "cannot read"),
+        ("empty.pem", "holds no PEM certificate"),
+    ] {
+        let path = dir.join(file);
+        let out = std::process::Command::new(common::bin())
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .arg("--client-ca")
+            .arg(&path)
+            .output()
+            .expect("run serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file}: started");
+        assert!(
+            stderr.contains(&path.display().to_string()) && stderr.contains(says),
+            "{file}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -136,6 +136,7 @@ VALUE_SETS = {
     },
     "allow-host-network": {"config": {"allowHostNetwork": True}},
     "tests-off": {"tests": {"enabled": False}},
+    "network-policy": {"networkPolicy": {"enabled": True, "apiserverCIDRs": ["10.0.0.0/24"]}},
 }
 
 
@@ -648,6 +649,20 @@ def test_optional_objects(rendered):
     assert dashboards[0]["metadata"]["namespace"] == "monitoring"
     assert json.loads(dashboards[0]["data"]["dind-injector.json"]) == json.loads(DASHBOARD.read_text())
     assert not [o for o in rendered["helm:tests-off"] if get(o, "metadata.annotations", {}).get("helm.sh/hook")]
+
+
+def test_network_policy(rendered):
+    """Off by default; when on: reviews from the apiserver's addresses only,
+    metrics (and probes) from the monitoring namespace."""
+    assert not [o for o in rendered["helm:defaults"] if o["kind"] == "NetworkPolicy"]
+    objs = rendered["helm:network-policy"]
+    np = one(objs, "NetworkPolicy")
+    assert np["spec"]["podSelector"]["matchLabels"] == one(objs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    reviews, metrics = np["spec"]["ingress"]
+    assert reviews == {"ports": [{"port": "https", "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}],
+                       "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
 
 
 def test_helm_test_hook(rendered):

@@ -52,6 +52,12 @@ pub struct Args {
         default_value = "/etc/dind-injector/tls/tls.key"
     )]
     pub tls_key: PathBuf,
+    /// Require every client of the webhook port to present a certificate
+    /// issued by this CA (PEM) for client authentication: the apiserver
+    /// presents one through its AdmissionConfiguration `kubeConfigFile`.
+    /// Read at start. The metrics and probes port is not affected.
+    #[arg(long, env = "DIND_INJECTOR_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Config file; every field defaults when absent.
     #[arg(long, env = "DIND_INJECTOR_CONFIG")]
     pub config: Option<PathBuf>,
@@ -146,6 +152,7 @@ pub fn run(args: Args) -> Result<()> {
         metrics_addr: args.metrics_addr,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        client_ca: args.client_ca,
         cert_reload_interval: args.cert_reload_interval,
         shutdown_delay: args.shutdown_delay,
         limits: Limits {

@@ -82,6 +82,8 @@ pub struct Options {
     pub metrics_addr: SocketAddr,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// Require client certificates issued by this CA (PEM).
+    pub client_ca: Option<PathBuf>,
     pub cert_reload_interval: Duration,
     /// Time between readiness going false and the listener closing, so that
     /// endpoints controllers and load balancers stop sending first.
@@ -108,7 +110,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     metrics.set_cert_expiry(store.not_after());
     let tls_config = Arc::new(
-        tls::server_config(store.clone(), provider)
+        tls::server_config(store.clone(), provider, options.client_ca.as_deref())
             .context("cannot build the TLS configuration")?,
     );
     let (listener, metrics_listener) = bind(&options).await?;
