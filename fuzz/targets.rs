@@ -8,8 +8,11 @@ use dind_injector::engine::{inject, Engine, Mode};
 use dind_injector::webhook::admission;
 use serde_json::{Map, Value};
 
+/// A target: any bytes, no panic.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: its corpus directory is `fuzz/corpus/NAME`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("review", review),
     ("pod", pod),
     ("config", config),
