@@ -553,24 +553,24 @@ mod tests {
     /// the annotations, and the prefixes must include them.
     #[test]
     fn shared_directories_cover_none_of_the_daemons_and_fit_the_prefixes() {
-        let err = Config::from_yaml("runner:\n  workDir: /var/lib/docker/w\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("runner.workDir") && err.contains("covers /var/lib/docker"),
-            "{err}"
-        );
-        let err = Config::from_yaml("runner:\n  allowedDirPrefixes: [/work]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("runner.workDir") && err.contains("/work"),
-            "{err}"
-        );
-        let err = Config::from_yaml("runner:\n  allowedDirPrefixes: [relative]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("runner.allowedDirPrefixes[0]"), "{err}");
+        for (yaml, field, says) in [
+            (
+                "workDir: /var/lib/docker/w",
+                "runner.workDir",
+                "covers /var/lib/docker",
+            ),
+            ("allowedDirPrefixes: [/work]", "runner.workDir", "/work"),
+            (
+                "allowedDirPrefixes: [relative]",
+                "runner.allowedDirPrefixes[0]",
+                "absolute",
+            ),
+        ] {
+            let err = Config::from_yaml(&format!("runner:\n  {yaml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(says), "{yaml}: {err}");
+        }
         let ok = "runner:\n  allowedDirPrefixes: [/home/runner]\n";
         assert!(Config::from_yaml(ok).is_ok());
     }
