@@ -121,6 +121,12 @@ pub struct Args {
     pub overload_wait: Duration,
 }
 
+/// Bodies up to this size (real pods are a few KiB; the largest real
+/// ones, with long env lists and many containers, some tens) have a lane of
+/// their own in the budgets ([`budget`]), so a flood of large bodies does
+/// not hold up the apiserver's reviews.
+const SMALL_BODY: usize = 128 * 1024;
+
 /// `250ms`, `2s`, `1m`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration: expected e.g. 250ms, 2s, 1m");
@@ -169,6 +175,7 @@ pub fn run(args: Args) -> Result<()> {
             inflight_bytes: args.max_inflight_bytes,
             concurrent_reviews: args.max_concurrent_reviews,
             wait: args.overload_wait,
+            small_body: SMALL_BODY,
         },
         detect_interval: args.detect_interval,
     };
