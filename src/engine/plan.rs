@@ -20,6 +20,7 @@ use crate::engine::config::{max_drain, Config, DindConfig, STOP_MARGIN_SECONDS};
 
 /// The runner container's usual name (the one [`runner_index`] prefers).
 const DEFAULT_RUNNER: &str = "runner";
+use crate::engine::shared;
 
 /// Kubernetes' default when a pod does not set `terminationGracePeriodSeconds`.
 const KUBERNETES_DEFAULT_GRACE: i64 = 30;
@@ -258,10 +259,23 @@ pub fn plan(
     };
     let set_share_process_namespace =
         !native && !pod::spec_bool(pod, "hostPID") && !pod::spec_bool(pod, "shareProcessNamespace");
+    // An explicit `false` is overridden (the lifecycle needs it, and the
+    // privileged daemon sees the node anyway), but never silently.
+    let explicit_false = pod::spec(pod)
+        .and_then(|s| s.get("shareProcessNamespace"))
+        .and_then(Value::as_bool)
+        == Some(false);
+    if set_share_process_namespace && explicit_false {
+        warnings.push(format!(
+            "spec.shareProcessNamespace: false replaced by true: the runner and the Docker \
+             sidecar coordinate through shared PIDs; use {}: native to keep it false",
+            annotation::SIDECAR_MODE
+        ));
+    }
 
     let mut names = NameAllocator::new(pod::volume_names(pod));
     let volumes = VolumeNames::allocate(&mut names, &dind);
-    let (work, externals) = shared_dirs(runner, config, &overrides, &mut names)?;
+    let (work, externals) = shared_dirs(pod, runner, config, &overrides, &mut names)?;
     let externals_copy = match &externals {
         Some(SharedDir::Added { path, .. }) => Some(path.clone()),
         _ => None,
@@ -474,13 +488,33 @@ fn drain_timeout(config: &Config, overrides: &Overrides, grace: u32) -> Result<u
 }
 
 /// The work directory and the externals, each shared with the daemon at the
-/// same path: the runner's own mount if it has one there, else a new volume.
+/// same path: the runner's own mount if it has one there (plain storage
+/// only), else a new volume. See [`shared`] for why both are checked.
 fn shared_dirs(
+    pod: &Value,
     runner: &Value,
     config: &Config,
     overrides: &Overrides,
     names: &mut NameAllocator,
 ) -> Result<(Option<SharedDir>, Option<SharedDir>), Denial> {
+    let prefixes = &config.runner.allowed_dir_prefixes;
+    for (key, dir) in [
+        (annotation::WORK_DIR, &overrides.work_dir),
+        (annotation::EXTERNALS_DIR, &overrides.externals_dir),
+    ] {
+        if let Some(Some(path)) = dir {
+            if !shared::within(path, prefixes) {
+                return Err(Denial::new(
+                    DenyReason::SharedDirNotAllowed,
+                    format!(
+                        "annotation {key}: {path:?} is not under the prefixes the dind-injector \
+                         configuration allows ({})",
+                        prefixes.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     let runner_mount_at = |dir: &str| {
         pod::objects(runner, "volumeMounts")
             .iter()
@@ -521,7 +555,50 @@ fn shared_dirs(
             ));
         }
     }
-    Ok((work, shared(externals_dir, volume::EXTERNALS)))
+    let externals = shared(externals_dir, volume::EXTERNALS);
+    for dir in [&work, &externals] {
+        if let Some(SharedDir::Existing { mount }) = dir {
+            check_plain_storage(pod, runner, mount)?;
+        }
+    }
+    Ok((work, externals))
+}
+
+/// The runner's volume at a shared directory is mounted into the privileged
+/// daemon as is: only plain storage may be (a ConfigMap or a hostPath there
+/// would put files of someone else's choosing into the daemon's container).
+fn check_plain_storage(pod: &Value, runner: &Value, mount: &Value) -> Result<(), Denial> {
+    let name = mount
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let path = mount
+        .get("mountPath")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let volume = pod::spec(pod)
+        .and_then(|s| s.get("volumes"))
+        .and_then(Value::as_array)
+        .and_then(|vs| vs.iter().find(|v| pod::name(v) == name));
+    // A mount of no volume: the apiserver refuses the pod, unless a later
+    // webhook adds a volume of that name, which we would not have checked.
+    let kind = match volume {
+        Some(volume) => shared::volume_type(volume).unwrap_or("no volume source"),
+        None => "not a volume of the pod",
+    };
+    if shared::PLAIN_STORAGE.contains(&kind) {
+        return Ok(());
+    }
+    Err(Denial::new(
+        DenyReason::SharedDirNotAllowed,
+        format!(
+            "container {:?} mounts volume {name:?} ({kind}) at {path}, which dind-injector \
+             shares with the privileged Docker daemon; only {} volumes can be shared: use one, \
+             or move the mount",
+            pod::name(runner),
+            shared::PLAIN_STORAGE.join(", ")
+        ),
+    ))
 }
 
 /// Docker variables the runner already sets itself (left as they are).

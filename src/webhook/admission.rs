@@ -278,14 +278,7 @@ fn set_warnings(response: &mut Value, warnings: &[String]) {
     response["warnings"] = json!(short);
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
-}
+use crate::engine::deny::cut as truncate;
 
 #[cfg(test)]
 mod tests {
