@@ -51,7 +51,7 @@ HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
 KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 PYTEST_VERSION ?= 9.2.0
 
-.PHONY: chart image image-deps chart-policies all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
+.PHONY: soak fuzz fuzz-build chart image image-deps chart-policies all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 all: build
 
@@ -224,9 +224,45 @@ bench-engine:
 bench-load:
 	benches/load.sh
 
+## make soak: 30 minutes of load at half capacity with certificate
+## rotations, hostile bursts and a SIGTERM + restart (benches/soak.sh;
+## SOAK_MINUTES=5 for a short one). Not in CI; figures in docs/performance.md.
+soak: static
+	BIN="$(STATIC_BIN)" benches/soak.sh
+
 ## make bench-instructions: instructions per review (callgrind), noise-free.
 bench-instructions:
 	benches/instructions.sh
+
+## make fuzz: coverage-guided fuzzing with AFL++ (Debian's afl++, on the
+## stable toolchain: rustc's SanitizerCoverage feeding AFL++'s runtime), each
+## target for FUZZ_SECONDS at nice 19; new crashes are copied to
+## fuzz/crashes/TARGET, which `make test` replays with the corpus
+## (tests/fuzz_corpus.rs). Not in CI. docs/fuzzing.md says what was found.
+FUZZ_TARGETS ?= review pod config annotations inject
+FUZZ_SECONDS ?= 600
+FUZZ_TARGET_DIR := $(CACHE_DIR)/target-fuzz
+FUZZ_BIN := $(FUZZ_TARGET_DIR)/$(STATIC_TARGET)/release/fuzz
+FUZZ_OUT := $(CACHE_DIR)/fuzz-out
+AFL_RUNTIME := /usr/lib/afl/afl-compiler-rt.o
+FUZZ_RUSTFLAGS := -C passes=sancov-module -C llvm-args=-sanitizer-coverage-level=3 \
+	-C llvm-args=-sanitizer-coverage-trace-pc-guard -C llvm-args=-sanitizer-coverage-prune-blocks=0 \
+	-C debug-assertions -C overflow-checks --cfg fuzzing -C link-arg=$(AFL_RUNTIME)
+fuzz-build:
+	@$(MAKE) --no-print-directory install-packages PACKAGES=afl++
+	cd fuzz && CARGO_TARGET_DIR="$(FUZZ_TARGET_DIR)" RUSTFLAGS="$(FUZZ_RUSTFLAGS)" \
+		nice -n 19 cargo build --release --target $(STATIC_TARGET)
+fuzz: fuzz-build
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p "$(FUZZ_OUT)/$$t" fuzz/crashes/$$t; \
+	  AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_AUTORESUME=1 \
+	    nice -n 19 afl-fuzz -V $(FUZZ_SECONDS) -i fuzz/corpus/$$t -o "$(FUZZ_OUT)/$$t" -- "$(FUZZ_BIN)" $$t \
+	    > "$(FUZZ_OUT)/$$t.log" 2>&1 || { tail -20 "$(FUZZ_OUT)/$$t.log"; exit 1; }; \
+	  grep -E 'execs_done|cycles_done|saved_crashes|saved_hangs|corpus_count|run_time' "$(FUZZ_OUT)/$$t/default/fuzzer_stats" | sed "s/^/$$t: /"; \
+	  for c in "$(FUZZ_OUT)/$$t"/default/crashes/id:*; do \
+	    if [ -e "$$c" ]; then cp "$$c" fuzz/crashes/$$t/$$(sha256sum "$$c" | cut -c1-16); fi; \
+	  done; \
+	done; true
 
 clean:
 	cargo clean

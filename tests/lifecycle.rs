@@ -722,3 +722,140 @@ rmdir "$CG/dind" "$CG/runner" "$CG/other" "$CG"
     );
     p.assert_no_leftovers();
 }
+
+/// Issue 13: a run directory that cannot be written (not a directory, or
+/// one where no file can be created) ends `supervise` with its documented
+/// code 125 and a message that says so; the runner is never started.
+#[test]
+fn an_unwritable_run_directory_ends_supervise_with_125_and_says_so() {
+    let dir = common::temp_dir("unwritable-run");
+    std::fs::write(dir.join("a-file"), "").expect("write");
+    let marker = dir.join("runner-ran");
+    for (run_dir, says) in [
+        (dir.join("a-file/run"), "cannot create the run directory"),
+        // procfs exists, but no file can be created in it, even by root.
+        (
+            std::path::PathBuf::from("/proc"),
+            "cannot write /proc/runner.pid",
+        ),
+    ] {
+        let out = std::process::Command::new(common::bin())
+            .arg("supervise")
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(["--docker-wait=0", "--", "touch"])
+            .arg(&marker)
+            .output()
+            .expect("run supervise");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{}: {stderr}",
+            run_dir.display()
+        );
+        assert!(
+            stderr.contains(says) && stderr.contains("the runner was not started"),
+            "{stderr}"
+        );
+        assert!(!marker.exists(), "the runner ran");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 13: the run directory is shared with the other container, whose
+/// processes may plant a symlink where the writer puts its temp file (the
+/// name used to be `.NAME.tmp.PID`, and the supervisor is often PID 1): the
+/// write must not go through it.
+#[test]
+fn write_atomic_does_not_follow_a_planted_symlink() {
+    use dind_injector::inpod::rundir::write_atomic;
+    let dir = common::temp_dir("planted");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").expect("write");
+    let target = dir.join("runner.pid");
+    for pid in [1, std::process::id()] {
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".runner.pid.tmp.{pid}")))
+            .expect("plant");
+    }
+    write_atomic(&target, b"42 1\n", 0o644).expect("write");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "42 1\n");
+    // A symlink at the final name is replaced, its target left alone.
+    std::fs::remove_file(&target).expect("rm");
+    std::os::unix::fs::symlink(&victim, &target).expect("plant");
+    write_atomic(&target, b"43 1\n", 0o644).expect("write");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!std::fs::symlink_metadata(&target)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 13: with `/proc` mounted `hidepid=invisible` and the sidecar
+/// another user than the runner, `/proc/PID` of the runner is missing to
+/// the sidecar: that must not read as "the runner is gone" and stop Docker
+/// under a live job. The sidecar keeps Docker until the runner really ends.
+#[test]
+fn a_hidden_proc_does_not_make_the_sidecar_stop_docker_under_a_live_runner() {
+    let p = Scenario::new("hidepid")
+        .then(
+            r#"mount -o remount,hidepid=invisible /proc
+touch "$T/events" && chmod -R a+rwX "$T"
+start_supervise --docker-wait=0 -- "$T/runner.sh" exit 0 3
+wait_file "$RUN/runner.pid"
+setpriv --reuid=65534 --regid=65534 --clear-groups "$BIN" sidecar --run-dir "$RUN" \
+  --certs-dir "$CERTS" --docker-host "tcp://127.0.0.1:$PORT" --stop-timeout 5 --mtu 1400 \
+  -- "$T/fake/dockerd" --fake-flag >>"$T/sidecar.log" 2>&1 &
+SIDECAR=$!"#,
+        )
+        .run();
+    p.exits("supervise", 0, "the runner's code");
+    p.exits("sidecar", 0, "it stopped the daemon");
+    p.check(p.has_event("daemon-TERM"), "daemon stopped in the end");
+    let held = p.seconds("runner-start", "daemon-TERM");
+    p.check(
+        held >= 2.5,
+        &format!("Docker kept while the runner ran: stopped after {held:.1}s"),
+    );
+    p.log_says("sidecar", "cannot read /proc/", "says /proc cannot tell");
+    p.assert_no_leftovers();
+}
+
+/// Issue 13: a daemon that ignores SIGTERM is killed after the sidecar's
+/// stop timeout, and a job process that ignores SIGTERM after the
+/// supervisor's two seconds: the pod still ends, nothing is left behind.
+#[test]
+fn a_daemon_and_a_job_that_ignore_sigterm_are_killed_and_the_pod_ends() {
+    let scenario = Scenario::new("stubborn");
+    scenario.pod.script(
+        "stubborn-dockerd",
+        "#!/bin/sh\ntrap '' TERM INT\necho \"$(date +%s.%N) daemon-start\" >> \"$T/events\"\nexec sleep 1000\n",
+    );
+    scenario.pod.script(
+        "stubborn-runner.sh",
+        "#!/bin/sh\nsh -c \"trap '' TERM INT HUP; exec sleep 1000\" &\n\
+         echo \"$(date +%s.%N) runner-start\" >> \"$T/events\"\nsleep 0.5\nexit 0\n",
+    );
+    let p = scenario
+        .then(
+            r#""$BIN" sidecar --run-dir "$RUN" --certs-dir "$CERTS" --docker-host "tcp://127.0.0.1:$PORT" \
+  --stop-timeout 2 --mtu 1400 -- "$T/stubborn-dockerd" >>"$T/sidecar.log" 2>&1 &
+SIDECAR=$!
+start_supervise --docker-wait=0 -- "$T/stubborn-runner.sh""#,
+        )
+        .run();
+    p.exits("supervise", 0, "the runner's code");
+    p.exits("sidecar", 0, "it stopped the daemon");
+    p.log_says(
+        "sidecar",
+        "daemon still running 2s after SIGTERM: SIGKILL",
+        "daemon killed",
+    );
+    p.check(
+        p.elapsed < Duration::from_secs(15),
+        &format!("bounded: {:?}", p.elapsed),
+    );
+    p.assert_no_leftovers();
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::contract::{self, cmdline};
-use crate::engine::quantity;
+use crate::engine::{quantity, shared};
 
 /// Slack the pod needs after the drain ends: the runner stops on SIGINT, then
 /// the sidecar stops dockerd (SIGTERM, bounded wait, SIGKILL).
@@ -252,6 +252,10 @@ pub struct RunnerConfig {
     /// The runner image's externals (node for JavaScript actions), copied to
     /// a shared volume and mounted at the same path in `dind`. `null` disables.
     pub externals_dir: Option<String>,
+    /// Where the work and externals directories may be (annotations
+    /// included); empty: anywhere that covers none of the daemon's own
+    /// directories ([`crate::engine::shared::DAEMON_DIRS`]).
+    pub allowed_dir_prefixes: Vec<String>,
     /// A process of this name among the runner's descendants means a job runs.
     pub drain_process: String,
     /// How long a running job may finish after SIGTERM before the runner is
@@ -348,6 +352,7 @@ impl Default for RunnerConfig {
         Self {
             work_dir: Some("/home/runner/_work".into()),
             externals_dir: Some("/home/runner/externals".into()),
+            allowed_dir_prefixes: Vec::new(),
             drain_process: cmdline::DEFAULT_DRAIN_PROCESS.into(),
             drain_timeout_seconds: cmdline::DEFAULT_DRAIN_TIMEOUT.0,
             docker_wait_seconds: cmdline::DEFAULT_DOCKER_WAIT.0,
@@ -813,12 +818,18 @@ impl RunnerConfig {
     /// The shared directories and the drain process (the seconds are
     /// checked with the grace period, in [`Config::validate`]).
     fn validate(&self) -> Result<(), ConfigError> {
+        for (i, prefix) in self.allowed_dir_prefixes.iter().enumerate() {
+            check_mount_path(prefix)
+                .map_err(|m| invalid(format!("runner.allowedDirPrefixes[{i}]"), m))?;
+        }
         for (field, dir) in [
             ("runner.workDir", &self.work_dir),
             ("runner.externalsDir", &self.externals_dir),
         ] {
             if let Some(dir) = dir {
                 check_mount_path(dir).map_err(|m| invalid(field, m))?;
+                shared::check_path(dir, &self.allowed_dir_prefixes)
+                    .map_err(|m| invalid(field, format!("expected {m}")))?;
             }
         }
         if let (Some(work), Some(ext)) = (&self.work_dir, &self.externals_dir) {
@@ -986,6 +997,32 @@ mod tests {
         assert_eq!(config.dind.storage_size_limit.as_deref(), Some("20Gi"));
         assert_eq!(config.dind.image, contract::DEFAULT_DIND_IMAGE);
         assert_eq!(config.runner, RunnerConfig::default());
+    }
+
+    /// Issue 13: the configured shared directories obey the same rules as
+    /// the annotations, and the prefixes must include them.
+    #[test]
+    fn shared_directories_cover_none_of_the_daemons_and_fit_the_prefixes() {
+        for (yaml, field, says) in [
+            (
+                "workDir: /var/lib/docker/w",
+                "runner.workDir",
+                "covers /var/lib/docker",
+            ),
+            ("allowedDirPrefixes: [/work]", "runner.workDir", "/work"),
+            (
+                "allowedDirPrefixes: [relative]",
+                "runner.allowedDirPrefixes[0]",
+                "absolute",
+            ),
+        ] {
+            let err = Config::from_yaml(&format!("runner:\n  {yaml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(says), "{yaml}: {err}");
+        }
+        let ok = "runner:\n  allowedDirPrefixes: [/home/runner]\n";
+        assert!(Config::from_yaml(ok).is_ok());
     }
 
     #[test]

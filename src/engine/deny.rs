@@ -21,10 +21,14 @@ pub enum DenyReason {
     /// The pod's (or its namespace's) `dind-injector.io/profile` names no
     /// configured profile.
     UnknownProfile,
+    /// A shared directory is outside the configured prefixes, or the runner
+    /// mounts there a volume that is not plain storage (it would be mounted
+    /// into the privileged daemon as is).
+    SharedDirNotAllowed,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 7] = [
+    pub const ALL: [DenyReason; 8] = [
         Self::InvalidAnnotation,
         Self::HostNetwork,
         Self::RunnerNotFound,
@@ -32,6 +36,7 @@ impl DenyReason {
         Self::DrainExceedsGrace,
         Self::SharedDirConflict,
         Self::UnknownProfile,
+        Self::SharedDirNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +48,7 @@ impl DenyReason {
             Self::DrainExceedsGrace => "drain-exceeds-grace",
             Self::SharedDirConflict => "shared-dir-conflict",
             Self::UnknownProfile => "unknown-profile",
+            Self::SharedDirNotAllowed => "shared-dir-not-allowed",
         }
     }
 }
@@ -61,11 +67,41 @@ pub struct Denial {
     pub message: String,
 }
 
+/// Denial messages quote the pod (annotation values, container names),
+/// which can be as large as the request: past this many characters they
+/// are cut, so an answer and its log line stay small whatever was sent.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
 impl Denial {
     pub fn new(reason: DenyReason, message: impl Into<String>) -> Self {
         Self {
             reason,
-            message: message.into(),
+            message: cut(&message.into(), MAX_MESSAGE_CHARS),
         }
+    }
+}
+
+/// `s` cut to at most `max` characters (on a character boundary), the last
+/// one `…` when something was cut.
+pub fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((end, _)) if s[end..].chars().nth(1).is_some() => format!("{}…", &s[..end]),
+        _ => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("exactly10!", 10), "exactly10!");
+        assert_eq!(cut("exactly11!!", 10), "exactly11…");
+        let long = "é".repeat(100_000);
+        let denial = Denial::new(DenyReason::InvalidAnnotation, long);
+        assert_eq!(denial.message.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(denial.message.ends_with('…'));
     }
 }

@@ -21,6 +21,7 @@ pub mod pod;
 pub mod policy;
 pub mod profile;
 pub mod quantity;
+pub mod shared;
 pub mod skip;
 pub mod view;
 pub mod workload;
@@ -620,6 +621,113 @@ mod tests {
         assert_eq!(
             none.unresolved.map(|q| q.image).as_deref(),
             Some("example.com/agent:1")
+        );
+    }
+
+    fn denial(engine: &Engine, pod: &Value) -> (DenyReason, String) {
+        match engine.review(pod).unwrap() {
+            Decision::Deny { reason, message } => (reason, message),
+            other => panic!("not denied: {other:?}"),
+        }
+    }
+
+    /// Issue 13: a runner volume at a shared directory is mounted into the
+    /// privileged daemon as is; only plain storage may be.
+    #[test]
+    fn only_plain_storage_is_shared_with_the_daemon() {
+        let engine = Engine::new(Config::default(), Mode::Classic).unwrap();
+        for (kind, source) in [
+            ("configMap", json!({"name": "tools"})),
+            ("hostPath", json!({"path": "/usr/local/bin"})),
+            ("secret", json!({"secretName": "s"})),
+            ("projected", json!({"sources": []})),
+        ] {
+            let mut pod = runner_pod(json!({}), true);
+            pod["spec"]["volumes"] = json!([{"name": "w", kind: source}]);
+            pod["spec"]["containers"][0]["volumeMounts"] =
+                json!([{"name": "w", "mountPath": "/home/runner/_work"}]);
+            let (reason, message) = denial(&engine, &pod);
+            assert_eq!(reason, DenyReason::SharedDirNotAllowed, "{message}");
+            assert!(
+                message.contains(&format!("\"w\" ({kind}) at /home/runner/_work")),
+                "{message}"
+            );
+        }
+        for (kind, source) in [
+            ("emptyDir", json!({})),
+            ("persistentVolumeClaim", json!({"claimName": "c"})),
+        ] {
+            let mut pod = runner_pod(json!({}), true);
+            pod["spec"]["volumes"] = json!([{"name": "w", kind: source}]);
+            pod["spec"]["containers"][0]["volumeMounts"] =
+                json!([{"name": "w", "mountPath": "/home/runner/externals/"}]);
+            assert!(
+                matches!(engine.review(&pod).unwrap(), Decision::Inject(_)),
+                "{kind}"
+            );
+        }
+    }
+
+    /// Issue 13: the annotations cannot point the shared directories at the
+    /// daemon's own, and the configuration can narrow where they may point.
+    #[test]
+    fn shared_directory_annotations_are_confined() {
+        let engine = Engine::new(Config::default(), Mode::Classic).unwrap();
+        let pod = runner_pod(json!({"dind-injector.io/work-dir": "/usr/local/bin"}), true);
+        let (reason, message) = denial(&engine, &pod);
+        assert_eq!(reason, DenyReason::InvalidAnnotation);
+        assert!(message.contains("covers /usr"), "{message}");
+
+        let config = Config::from_yaml("runner:\n  allowedDirPrefixes: [/home/runner]\n").unwrap();
+        let engine = Engine::new(config, Mode::Classic).unwrap();
+        let pod = runner_pod(json!({"dind-injector.io/externals-dir": "/opt/x"}), true);
+        let (reason, message) = denial(&engine, &pod);
+        assert_eq!(reason, DenyReason::SharedDirNotAllowed);
+        assert!(
+            message.contains("dind-injector.io/externals-dir") && message.contains("/home/runner"),
+            "{message}"
+        );
+        let pod = runner_pod(json!({"dind-injector.io/work-dir": "/home/runner/w"}), true);
+        assert!(matches!(engine.review(&pod).unwrap(), Decision::Inject(_)));
+    }
+
+    /// Issue 13: an explicit `shareProcessNamespace: false` is replaced (the
+    /// coordination needs it), and the user is told.
+    #[test]
+    fn an_explicit_process_namespace_false_is_replaced_with_a_warning() {
+        let engine = Engine::new(Config::default(), Mode::Classic).unwrap();
+        let mut pod = runner_pod(json!({}), true);
+        pod["spec"]["volumes"] = json!([]);
+        pod["spec"]["shareProcessNamespace"] = json!(false);
+        let Decision::Inject(injection) = engine.review(&pod).unwrap() else {
+            panic!("not injected");
+        };
+        assert_eq!(
+            injection.apply(&pod).unwrap()["spec"]["shareProcessNamespace"],
+            true
+        );
+        assert!(
+            injection
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("spec.shareProcessNamespace: false replaced by true")),
+            "{:?}",
+            injection.warnings
+        );
+        pod["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("shareProcessNamespace");
+        let Decision::Inject(injection) = engine.review(&pod).unwrap() else {
+            panic!("not injected");
+        };
+        assert!(
+            injection
+                .warnings
+                .iter()
+                .all(|w| !w.contains("shareProcessNamespace")),
+            "{:?}",
+            injection.warnings
         );
     }
 }

@@ -8,7 +8,7 @@
 use super::view::Pairs;
 use crate::contract::{annotation, ANNOTATION_PREFIX};
 use crate::engine::config::{check_mount_path, is_dns_label, SidecarMode, MAX_SECONDS};
-use crate::engine::quantity;
+use crate::engine::{quantity, shared};
 
 /// A shared directory override: `None` = not set, `Some(None)` = disabled.
 pub type DirOverride = Option<Option<String>>;
@@ -193,13 +193,16 @@ fn parse_command(key: &str, v: &str) -> Result<Vec<String>, AnnotationError> {
     }
 }
 
+/// A shared directory: mounted into the privileged `dind` too, so it must
+/// not cover the daemon's own directories (the configured prefixes are
+/// checked with the config, in the plan).
 fn parse_dir(key: &str, v: &str) -> Result<Option<String>, AnnotationError> {
     if v == "none" {
         return Ok(None);
     }
-    check_mount_path(v)
-        .map(|()| Some(v.to_string()))
-        .map_err(|_| error(key, v, "an absolute path, or \"none\" to disable"))
+    check_mount_path(v).map_err(|_| error(key, v, "an absolute path, or \"none\" to disable"))?;
+    shared::check_path(v, &[]).map_err(|expected| error(key, v, expected))?;
+    Ok(Some(v.to_string()))
 }
 
 #[cfg(test)]
@@ -309,6 +312,18 @@ mod tests {
             (annotation::CPU_LIMIT, "-1", "quantity"),
             (annotation::MEMORY_REQUEST, "2GB", "quantity such as 1Gi"),
             (annotation::MEMORY_LIMIT, "lots", "quantity"),
+            (annotation::WORK_DIR, "/usr/local/bin", "covers /usr"),
+            (annotation::WORK_DIR, "/var", "covers /var/lib/docker"),
+            (
+                annotation::EXTERNALS_DIR,
+                "/certs",
+                "Docker daemon's directories",
+            ),
+            (
+                annotation::EXTERNALS_DIR,
+                "/run/dind-injector",
+                "covers /run",
+            ),
             (
                 "dind-injector.io/drain-timout",
                 "60",

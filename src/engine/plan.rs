@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::entrypoint::{self, CommandSource, ImageCommand, Query};
 use super::overrides::Overrides;
-use super::view::{Container, PodView};
+use super::view::{Container, Mount, PodView};
 use super::{Denial, DenyReason, Mode};
 use crate::contract::{annotation, volume};
 use crate::contract::{RUNNER_ENV, RUNNER_RESERVED_PATHS};
@@ -18,6 +18,7 @@ use crate::engine::config::{max_drain, Config, DindConfig, STOP_MARGIN_SECONDS};
 
 /// The runner container's usual name (the one [`runner_index`] prefers).
 const DEFAULT_RUNNER: &str = "runner";
+use crate::engine::shared;
 
 /// Kubernetes' default when a pod does not set `terminationGracePeriodSeconds`.
 const KUBERNETES_DEFAULT_GRACE: i64 = 30;
@@ -256,10 +257,20 @@ pub fn plan(
     };
     let set_share_process_namespace =
         !native && !pod.spec_bool(|s| s.host_pid) && !pod.spec_bool(|s| s.share_process_namespace);
+    // An explicit `false` is overridden (the lifecycle needs it, and the
+    // privileged daemon sees the node anyway), but never silently.
+    let explicit_false = pod.spec().and_then(|s| s.share_process_namespace) == Some(false);
+    if set_share_process_namespace && explicit_false {
+        warnings.push(format!(
+            "spec.shareProcessNamespace: false replaced by true: the runner and the Docker \
+             sidecar coordinate through shared PIDs; use {}: native to keep it false",
+            annotation::SIDECAR_MODE
+        ));
+    }
 
     let mut names = NameAllocator::new(pod.volume_names());
     let volumes = VolumeNames::allocate(&mut names, &dind);
-    let (work, externals) = shared_dirs(runner, config, &overrides, &mut names)?;
+    let (work, externals) = shared_dirs(pod, runner, config, &overrides, &mut names)?;
     let externals_copy = match &externals {
         Some(SharedDir::Added { path, .. }) => Some(path.clone()),
         _ => None,
@@ -470,34 +481,59 @@ fn drain_timeout(config: &Config, overrides: &Overrides, grace: u32) -> Result<u
 }
 
 /// The work directory and the externals, each shared with the daemon at the
-/// same path: the runner's own mount if it has one there, else a new volume.
+/// same path: the runner's own mount if it has one there (plain storage
+/// only), else a new volume. See [`shared`] for why both are checked.
 fn shared_dirs(
+    pod: &PodView,
     runner: &Container,
     config: &Config,
     overrides: &Overrides,
     names: &mut NameAllocator,
 ) -> Result<(Option<SharedDir>, Option<SharedDir>), Denial> {
+    let prefixes = &config.runner.allowed_dir_prefixes;
+    for (key, dir) in [
+        (annotation::WORK_DIR, &overrides.work_dir),
+        (annotation::EXTERNALS_DIR, &overrides.externals_dir),
+    ] {
+        if let Some(Some(path)) = dir {
+            if !shared::within(path, prefixes) {
+                return Err(Denial::new(
+                    DenyReason::SharedDirNotAllowed,
+                    format!(
+                        "annotation {key}: {path:?} is not under the prefixes the dind-injector \
+                         configuration allows ({})",
+                        prefixes.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     let runner_mount_at = |dir: &str| {
         runner
             .mounts()
             .iter()
             .find(|m| m.mount_path.trim_end_matches('/') == dir)
-            .map(|m| m.raw.to_string())
     };
     let mut shared = |dir: Option<String>, base: &str| {
         dir.map(|path| match runner_mount_at(&path) {
-            Some(mount) => SharedDir::Existing { mount },
-            None => SharedDir::Added {
+            Some(mount) => {
+                check_plain_storage(pod, runner, mount)?;
+                Ok(SharedDir::Existing {
+                    mount: mount.raw.to_string(),
+                })
+            }
+            None => Ok(SharedDir::Added {
                 volume: names.name(base),
                 path,
-            },
+            }),
         })
+        .transpose()
     };
     let work_dir = overrides.work_dir.clone();
     let work = shared(
         work_dir.unwrap_or_else(|| config.runner.work_dir.clone()),
         volume::WORK,
-    );
+    )?;
     let externals_dir = overrides
         .externals_dir
         .clone()
@@ -514,7 +550,41 @@ fn shared_dirs(
             ));
         }
     }
-    Ok((work, shared(externals_dir, volume::EXTERNALS)))
+    let externals = shared(externals_dir, volume::EXTERNALS)?;
+    Ok((work, externals))
+}
+
+/// The runner's volume at a shared directory is mounted into the privileged
+/// daemon as is: only plain storage may be (a ConfigMap or a hostPath there
+/// would put files of someone else's choosing into the daemon's container).
+fn check_plain_storage(pod: &PodView, runner: &Container, mount: &Mount) -> Result<(), Denial> {
+    let name = mount.name.as_deref().unwrap_or_default();
+    let path = &*mount.mount_path;
+    let volume = pod
+        .spec()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .find(|v| &*v.name == name);
+    // A mount of no volume: the apiserver refuses the pod, unless a later
+    // webhook adds a volume of that name, which we would not have checked.
+    let kind = match volume {
+        Some(volume) => volume.kind.as_deref().unwrap_or("no volume source"),
+        None => "not a volume of the pod",
+    };
+    if shared::PLAIN_STORAGE.contains(&kind) {
+        return Ok(());
+    }
+    Err(Denial::new(
+        DenyReason::SharedDirNotAllowed,
+        format!(
+            "container {:?} mounts volume {name:?} ({kind}) at {path}, which dind-injector \
+             shares with the privileged Docker daemon; only {} volumes can be shared: use one, \
+             or move the mount",
+            &*runner.name,
+            shared::PLAIN_STORAGE.join(", ")
+        ),
+    ))
 }
 
 /// Docker variables the runner already sets itself (left as they are).

@@ -277,10 +277,42 @@ impl Raw<'_> {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// A pod volume: its name and its type (its one key other than `name`,
+/// e.g. `emptyDir`), which decides whether it may be shared with the
+/// privileged daemon.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Named<'a> {
-    #[serde(borrow)]
     pub name: Text<'a>,
+    pub kind: Option<Text<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Named<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Named<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a volume")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut name, mut kind) = (None, None);
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    if &*key == "name" {
+                        if name.is_some() {
+                            return Err(de::Error::duplicate_field("name"));
+                        }
+                        name = Some(map.next_value::<Text<'de>>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                        kind.get_or_insert(key);
+                    }
+                }
+                let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+                Ok(Named { name, kind })
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -318,6 +350,8 @@ impl Default for Text<'_> {
 /// verbatim into `dind` when the runner shares it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mount<'a> {
+    /// The volume it mounts.
+    pub name: Option<Text<'a>>,
     pub mount_path: Text<'a>,
     pub raw: Cow<'a, str>,
 }
@@ -327,13 +361,16 @@ impl<'de: 'a, 'a> Deserialize<'de> for Mount<'a> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Path<'a> {
+            #[serde(default, borrow)]
+            name: Option<Text<'a>>,
             #[serde(borrow)]
             mount_path: Text<'a>,
         }
         let raw = <&'de RawValue>::deserialize(d)?;
-        let Obj(Path { mount_path }) =
+        let Obj(Path { name, mount_path }) =
             serde_json::from_str::<Obj<Path<'de>>>(raw.get()).map_err(de::Error::custom)?;
         Ok(Mount {
+            name,
             mount_path,
             raw: Cow::Borrowed(raw.get()),
         })
@@ -388,6 +425,7 @@ impl<'a> PodView<'a> {
                     mounts
                         .iter()
                         .map(|m| Mount {
+                            name: text(m.get("name")),
                             mount_path: text(m.get("mountPath")).unwrap_or_default(),
                             raw: Cow::Owned(m.to_string()),
                         })
@@ -434,6 +472,9 @@ impl<'a> PodView<'a> {
                         .map(|v| {
                             Obj(Named {
                                 name: text(v.get("name")).unwrap_or_default(),
+                                kind: v.as_object().and_then(|o| {
+                                    o.keys().find(|k| *k != "name").map(|k| Text::borrowed(k))
+                                }),
                             })
                         })
                         .collect()

@@ -46,7 +46,7 @@ impl Helper {
     pub fn run(self) -> anyhow::Result<u8> {
         match self {
             Helper::Init(args) => init::run(args),
-            Helper::Supervise(args) => supervise::run(&args).context("supervise"),
+            Helper::Supervise(args) => Ok(supervise::run(&args)),
             Helper::Sidecar(args) => sidecar::run(&args).context("sidecar"),
             Helper::WaitDocker(args) => wait_docker::run(args),
         }

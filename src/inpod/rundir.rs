@@ -44,23 +44,20 @@ pub enum Error {
 
 /// Writes `contents` to `path` atomically with the given mode: a temp file
 /// next to it (same filesystem), fsync, chmod, then rename over `path`.
+///
+/// The run directory is shared with another container, whose processes may
+/// plant files in it: the temp file gets a name nobody can predict (PID,
+/// time and a counter; the supervisor is often PID 1) and is created with
+/// `O_EXCL | O_NOFOLLOW`, so a symlink or file planted under its name makes
+/// the write fail (then retried under a new name) instead of writing
+/// through it. `rename` replaces a symlink at `path` itself, never its target.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     let err = |source| Error::Write {
         path: path.to_path_buf(),
         source,
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let (tmp, mut file) = create_temp(path).map_err(err)?;
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
         file.write_all(contents)?;
         // The umask must not decide who can read it: set the mode explicitly.
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
@@ -71,6 +68,46 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(err)
+}
+
+/// A new file next to `path`, under a name of its own (see [`write_atomic`]).
+fn create_temp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut last = None;
+    for _ in 0..8 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(".{name}.tmp.{}.{nanos:x}.{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temp name")))
+}
+
+/// What `/proc` says of a [`RunnerRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// Ended, a zombie, or its PID reused.
+    Gone,
+    /// `/proc/PID/stat` could not be read (why).
+    Unknown(String),
 }
 
 /// The runner's identity: a PID alone can be reused by an unrelated process
@@ -105,9 +142,27 @@ impl RunnerRecord {
 
     /// Whether this very process still runs (a zombie counts as ended).
     pub fn is_alive(&self) -> bool {
+        self.liveness() == Liveness::Alive
+    }
+
+    /// Whether this very process still runs, as `/proc` tells: only a
+    /// missing entry means gone. An entry that cannot be read (`/proc`
+    /// mounted with `hidepid`, the runner another user) says nothing, and
+    /// taking it for an end would stop Docker under a live runner.
+    pub fn liveness(&self) -> Liveness {
         match procfs::stat(self.pid) {
-            Ok(stat) => stat.start_time == self.start_time && stat.state != 'Z',
-            Err(_) => false,
+            Ok(stat) if stat.start_time == self.start_time && stat.state != 'Z' => Liveness::Alive,
+            Ok(_) => Liveness::Gone,
+            // hidepid=invisible hides other users' entries: ask the kernel.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                let exists = rustix::process::Pid::from_raw(self.pid)
+                    .map(rustix::process::test_kill_process);
+                match exists {
+                    Some(Err(rustix::io::Errno::SRCH)) | None => Liveness::Gone,
+                    Some(_) => Liveness::Unknown(format!("{e}, yet the PID exists")),
+                }
+            }
+            Err(e) => Liveness::Unknown(e.to_string()),
         }
     }
 }

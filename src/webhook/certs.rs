@@ -19,6 +19,10 @@ pub struct Args {
     /// Validity of the serving certificate in days.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+    /// Also a client certificate for NAME (client.crt, client.key), for
+    /// `serve --client-ca DIR/ca.crt`.
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -28,5 +32,12 @@ pub fn run(args: Args) -> Result<()> {
         sans.join(", "),
         dir = args.out.display()
     );
+    if let Some(name) = &args.client {
+        crate::webhook::pki::write_client_cert(&args.out, name, args.days)?;
+        eprintln!(
+            "wrote {dir}/client.crt, {dir}/client.key for {name}",
+            dir = args.out.display()
+        );
+    }
     Ok(())
 }

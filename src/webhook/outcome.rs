@@ -38,6 +38,8 @@ pub enum ErrorReason {
     BadBody,
     /// The body did not arrive in time (408).
     BodyTimeout,
+    /// The budget of bodies or reviews in flight stayed full (503).
+    Overloaded,
     /// The body is not an AdmissionReview we can answer (400).
     BadReview,
     /// Our answer could not be encoded (500).
@@ -59,11 +61,12 @@ impl Skip {
 }
 
 impl ErrorReason {
-    pub const ALL: [ErrorReason; 7] = [
+    pub const ALL: [ErrorReason; 8] = [
         Self::UnsupportedMediaType,
         Self::TooLarge,
         Self::BadBody,
         Self::BodyTimeout,
+        Self::Overloaded,
         Self::BadReview,
         Self::Encode,
         Self::Internal,
@@ -75,6 +78,7 @@ impl ErrorReason {
             Self::TooLarge => "too-large",
             Self::BadBody => "bad-body",
             Self::BodyTimeout => "body-timeout",
+            Self::Overloaded => "overloaded",
             Self::BadReview => "bad-review",
             Self::Encode => "encode",
             Self::Internal => "internal",

@@ -98,21 +98,36 @@ impl Ca {
     /// Issues a serving certificate for `sans` (DNS names or IP addresses),
     /// valid from `not_before` for `days`. Returns (cert PEM, key PEM).
     pub fn issue_server(&self, sans: &[String], days: u32) -> Result<(String, String), PkiError> {
-        let key = KeyPair::generate().map_err(gen("serving key"))?;
-        let mut params =
-            CertificateParams::new(sans.to_vec()).map_err(gen("serving parameters"))?;
-        params.distinguished_name.push(
-            DnType::CommonName,
-            sans.first().map_or("dind-injector", String::as_str),
-        );
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let name = sans.first().map_or("dind-injector", String::as_str);
+        self.issue(sans, name, ExtendedKeyUsagePurpose::ServerAuth, days)
+    }
+
+    /// Issues a client certificate for `name` (the apiserver's, for
+    /// `serve --client-ca`). Returns (cert PEM, key PEM).
+    pub fn issue_client(&self, name: &str, days: u32) -> Result<(String, String), PkiError> {
+        self.issue(&[], name, ExtendedKeyUsagePurpose::ClientAuth, days)
+    }
+
+    fn issue(
+        &self,
+        sans: &[String],
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+        days: u32,
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate().map_err(gen("key"))?;
+        let mut params = CertificateParams::new(sans.to_vec()).map_err(gen("parameters"))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(i64::from(days));
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(gen("serving certificate"))?;
+            .map_err(gen("certificate"))?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 
@@ -162,4 +177,13 @@ pub fn write_dev_certs(dir: &Path, extra: &[String], days: u32) -> Result<Vec<St
     write_atomic(&dir.join("tls.key"), key.as_bytes(), 0o600)?;
     write_atomic(&dir.join("tls.crt"), cert.as_bytes(), 0o644)?;
     Ok(sans)
+}
+
+/// `dind-injector certs --client NAME`: `client.crt`/`client.key` for
+/// `NAME` from the dev CA in `dir` (made by [`write_dev_certs`] first).
+pub fn write_client_cert(dir: &Path, name: &str, days: u32) -> Result<(), PkiError> {
+    let (cert, key) = Ca::load(dir)?.issue_client(name, days)?;
+    write_atomic(&dir.join("client.key"), key.as_bytes(), 0o600)?;
+    write_atomic(&dir.join("client.crt"), cert.as_bytes(), 0o644)?;
+    Ok(())
 }

@@ -148,16 +148,27 @@ impl Server {
     }
 
     pub async fn metrics_text(&self) -> String {
-        let mut tcp = TcpStream::connect(self.metrics)
+        let (_, text) = plain_get(self.metrics, "/metrics")
             .await
-            .expect("metrics connect");
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut out = String::new();
-        tcp.read_to_string(&mut out).await.expect("read");
-        out
+            .expect("metrics port answers");
+        text
     }
+}
+
+/// GET `path` over plain HTTP/1.1 (the metrics and probes port): the status
+/// and the whole response, head included.
+pub async fn plain_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await?;
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await?;
+    let status = out
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {out:?}")))?;
+    Ok((status, out))
 }
 
 impl Drop for Server {

@@ -137,6 +137,7 @@ VALUE_SETS = {
     },
     "allow-host-network": {"config": {"allowHostNetwork": True}},
     "tests-off": {"tests": {"enabled": False}},
+    "network-policy": {"networkPolicy": {"enabled": True, "apiserverCIDRs": ["10.0.0.0/24"]}},
     "single-replica": {"replicaCount": 1},
     "webhook-port": {"server": {"port": 10250}, "metrics": {"port": 8080}},
     "profiles": {
@@ -541,9 +542,10 @@ def test_deployment(name, rendered):
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "configMap" in volumes[mounts["/etc/dind-injector/config.yaml"]["name"]]
     assert "secret" in volumes[mounts["/etc/dind-injector/tls"]["name"]]
-    # Probes on the real endpoints, over HTTPS.
-    assert c["readinessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": "/readyz", "port": "https"}
-    assert c["livenessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": "/healthz", "port": "https"}
+    # Probes on the real endpoints, on the metrics port (a flood of the
+    # webhook port cannot starve them).
+    assert c["readinessProbe"]["httpGet"] == {"scheme": "HTTP", "path": "/readyz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"scheme": "HTTP", "path": "/healthz", "port": "metrics"}
     metrics_port = get(values, "metrics.port", 9090)
     assert {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"} in c["ports"]
     assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
@@ -736,6 +738,20 @@ def test_optional_objects(rendered):
     assert dashboards[0]["metadata"]["namespace"] == "monitoring"
     assert json.loads(dashboards[0]["data"]["dind-injector.json"]) == json.loads(DASHBOARD.read_text())
     assert not [o for o in rendered["helm:tests-off"] if get(o, "metadata.annotations", {}).get("helm.sh/hook")]
+
+
+def test_network_policy(rendered):
+    """Off by default; when on: reviews from the apiserver's addresses only,
+    metrics (and probes) from the monitoring namespace."""
+    assert not [o for o in rendered["helm:defaults"] if o["kind"] == "NetworkPolicy"]
+    objs = rendered["helm:network-policy"]
+    np = one(objs, "NetworkPolicy")
+    assert np["spec"]["podSelector"]["matchLabels"] == one(objs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    reviews, metrics = np["spec"]["ingress"]
+    assert reviews == {"ports": [{"port": "https", "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]}
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}],
+                       "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}
 
 
 def test_helm_test_hook(rendered):

@@ -19,6 +19,9 @@ use crate::procs::{free_port, Proc};
 pub struct ControlPlane {
     pub server: String,
     pub ca_file: PathBuf,
+    /// The certificate and key the apiserver presents to webhooks (its
+    /// AdmissionConfiguration's kubeConfigFile), issued by `ca_file`.
+    pub webhook_client: (PathBuf, PathBuf),
     // Stopped in reverse order of start by Drop (fields drop in order).
     scheduler: Proc,
     kcm: Proc,
@@ -132,8 +135,19 @@ impl ControlPlane {
                 organization: "system:masters",
             },
         )?;
+        // The apiserver's identity towards webhooks: the injector runs with
+        // --client-ca, so every scenario's review goes through it.
+        ca.issue(
+            &pki_dir,
+            "apiserver-webhook-client",
+            "kube-apiserver-webhook-client",
+            Usage::Client {
+                organization: "kube-apiserver",
+            },
+        )?;
         pki::service_account_keys(&pki_dir)?;
         let p = |name: &str| pki_dir.join(name).display().to_string();
+        let admission_config = webhook_client_config(&pki_dir)?;
 
         let (client_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
         let client_url = format!("http://127.0.0.1:{client_port}");
@@ -175,6 +189,10 @@ impl ControlPlane {
             ),
             &format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
             "--enable-admission-plugins=MutatingAdmissionWebhook",
+            &format!(
+                "--admission-control-config-file={}",
+                admission_config.display()
+            ),
             // dind is privileged: real clusters that run it allow that.
             "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -298,6 +316,10 @@ impl ControlPlane {
         Ok((
             ControlPlane {
                 server,
+                webhook_client: (
+                    pki_dir.join("apiserver-webhook-client.crt"),
+                    pki_dir.join("apiserver-webhook-client.key"),
+                ),
                 ca_file,
                 scheduler,
                 kcm,
@@ -348,4 +370,37 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The AdmissionConfiguration that makes the apiserver present
+/// `apiserver-webhook-client` to every webhook that asks (`*`), as an
+/// operator would for `serve --client-ca`; returns its path.
+fn webhook_client_config(pki_dir: &Path) -> Result<PathBuf> {
+    let kubeconfig = pki_dir.join("webhook-client.kubeconfig");
+    pki::write(
+        &kubeconfig,
+        &format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    \
+             client-certificate: {}\n    client-key: {}\n",
+            pki_dir.join("apiserver-webhook-client.crt").display(),
+            pki_dir.join("apiserver-webhook-client.key").display()
+        ),
+    )?;
+    let config = pki_dir.join("admission.yaml");
+    let plugin = |name: &str| {
+        format!(
+            "- name: {name}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    \
+             kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            kubeconfig.display()
+        )
+    };
+    pki::write(
+        &config,
+        &format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+            plugin("MutatingAdmissionWebhook"),
+            plugin("ValidatingAdmissionWebhook")
+        ),
+    )?;
+    Ok(config)
 }

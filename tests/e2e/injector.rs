@@ -33,11 +33,22 @@ pub struct Injector {
     dir: PathBuf,
     kubeconfig: PathBuf,
     config: PathBuf,
+    /// `--client-ca`: the cluster CA, which issued the apiserver's
+    /// webhook client certificate.
+    client_ca: PathBuf,
+    /// A client certificate from that CA, for the suite's own requests.
+    client: (PathBuf, PathBuf),
     running: Option<(Proc, BufReader<ChildStdout>)>,
 }
 
 impl Injector {
-    pub fn new(dir: &Path, kubeconfig: &Path, config: &Path) -> Result<Injector> {
+    pub fn new(
+        dir: &Path,
+        kubeconfig: &Path,
+        config: &Path,
+        client_ca: &Path,
+        client: &(PathBuf, PathBuf),
+    ) -> Result<Injector> {
         let injector = Injector {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             metrics: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
@@ -45,6 +56,8 @@ impl Injector {
             dir: dir.to_path_buf(),
             kubeconfig: kubeconfig.to_path_buf(),
             config: config.to_path_buf(),
+            client_ca: client_ca.to_path_buf(),
+            client: client.clone(),
             running: None,
         };
         injector.issue_certs()?;
@@ -94,6 +107,8 @@ impl Injector {
             .arg(self.certs.join("tls.key"))
             .arg("--config")
             .arg(&self.config)
+            .arg("--client-ca")
+            .arg(&self.client_ca)
             .args(["--log-format", "json"])
             .args(["--cert-reload-interval", "200ms"])
             .args(["--shutdown-delay", "0s"])
@@ -162,17 +177,7 @@ impl Injector {
     /// The certificate the server presents now (DER), and the one in the
     /// watched file.
     pub async fn served_and_file_cert(&self) -> Result<(Vec<u8>, Vec<u8>)> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(self.certs.join("ca.crt"))? {
-            roots.add(cert?)?;
-        }
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tcp = TcpStream::connect(self.addr).await?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("127.0.0.1")?, tcp)
-            .await?;
+        let tls = self.connect(true).await?;
         let served = tls
             .get_ref()
             .1
@@ -182,6 +187,42 @@ impl Injector {
             .to_vec();
         let file = CertificateDer::from_pem_file(self.certs.join("tls.crt"))?.to_vec();
         Ok((served, file))
+    }
+
+    /// A TLS connection to the webhook port, with the suite's client
+    /// certificate or without one.
+    async fn connect(
+        &self,
+        with_certificate: bool,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.certs.join("ca.crt"))? {
+            roots.add(cert?)?;
+        }
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let mut config = if with_certificate {
+            let certs =
+                CertificateDer::pem_file_iter(&self.client.0)?.collect::<Result<Vec<_>, _>>()?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&self.client.1)?;
+            builder.with_client_auth_cert(certs, key)?
+        } else {
+            builder.with_no_client_auth()
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(self.addr).await?;
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("127.0.0.1")?, tcp)
+            .await?)
+    }
+
+    /// `GET /healthz` on the webhook port: the status line, or the error.
+    pub async fn healthz(&self, with_certificate: bool) -> Result<String> {
+        let mut tls = self.connect(with_certificate).await?;
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        tls.read_to_string(&mut text).await?;
+        Ok(text.lines().next().unwrap_or_default().to_string())
     }
 }
 

@@ -149,6 +149,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         scenarios::reinvocation_keeps_one_dind,
         scenarios::webhook_down_fails_closed,
         scenarios::certificate_rotation_loses_nothing,
+        scenarios::webhook_requires_a_client_certificate,
         scenarios::pod_security_baseline_refuses_dind,
         scenarios::own_deployment_passes_restricted,
         scenarios::shipped_manifests_accepted,

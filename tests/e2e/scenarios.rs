@@ -470,6 +470,31 @@ pub(crate) async fn webhook_down_fails_closed(env: &mut Env) -> Result<()> {
     check_injected(&created, Mode::Native)
 }
 
+/// `serve --client-ca` (issue 13): the apiserver presents its webhook
+/// client certificate through its AdmissionConfiguration's kubeConfigFile
+/// (every other scenario's reviews go through it); a client without a
+/// certificate from that CA gets no answer.
+pub(crate) async fn webhook_requires_a_client_certificate(env: &mut Env) -> Result<()> {
+    let with = env.injector.healthz(true).await?;
+    ensure!(
+        with.starts_with("HTTP/1.1 200"),
+        "with a certificate: {with:?}"
+    );
+    let without = env.injector.healthz(false).await;
+    ensure!(
+        without.as_ref().map_or(true, |line| !line.contains("200")),
+        "without a certificate the webhook answered: {without:?}"
+    );
+    let pods = runners(env);
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &pod("client-cert", runner_template(runner_labels(), json!({})))?,
+        )
+        .await?;
+    check_injected(&created, Mode::Native)
+}
+
 /// New serving certificates (same CA) while pods are being created.
 pub(crate) async fn certificate_rotation_loses_nothing(env: &mut Env) -> Result<()> {
     let pods = runners(env);

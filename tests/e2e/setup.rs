@@ -120,7 +120,7 @@ pub(crate) async fn start(dir: &Path, inputs: &Inputs) -> Result<Env> {
     )
     .await?;
     let config = node_config(dir, &inputs.images)?;
-    let mut injector = Injector::new(dir, &kubeconfig, &config)?;
+    let mut injector = Injector::new(dir, &kubeconfig, &config, &cp.ca_file, &cp.webhook_client)?;
     injector.start()?;
     let mut env = Env {
         dir: dir.to_path_buf(),

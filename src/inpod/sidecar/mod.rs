@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, pidfd_open, waitpid, Pid, PidfdFlags, Signal, WaitOptions};
 
-use crate::inpod::rundir::{self, RunDir, RunnerRecord};
+use crate::inpod::rundir::{self, Liveness, RunDir, RunnerRecord};
 use crate::inpod::signals::{self, SignalPipe};
 use crate::inpod::{reaper, spawn};
 
@@ -145,6 +145,7 @@ impl Watch {
             None => Watch::Protocol(ProtocolWatch {
                 record: None,
                 pidfd: None,
+                proc_unreadable: false,
             }),
         }
     }
@@ -200,12 +201,14 @@ impl Watch {
     }
 
     /// The runner, described, while it runs.
-    fn running(&self) -> Option<String> {
+    fn running(&mut self) -> Option<String> {
         match self {
-            Watch::Protocol(p) => p
-                .record
-                .filter(|r| r.is_alive())
-                .map(|r| format!("the runner (pid {})", r.pid)),
+            Watch::Protocol(p) => {
+                let record = p.record;
+                record
+                    .filter(|r| p.alive(r))
+                    .map(|r| format!("the runner (pid {})", r.pid))
+            }
             Watch::Container { watch, last } => match last {
                 Seen::Running { processes } => Some(format!(
                     "the runner container {:?} ({processes} processes)",
@@ -229,9 +232,34 @@ impl Watch {
 struct ProtocolWatch {
     record: Option<RunnerRecord>,
     pidfd: Option<OwnedFd>,
+    /// `/proc` could not tell (said once in the log).
+    proc_unreadable: bool,
 }
 
 impl ProtocolWatch {
+    /// Whether the runner still runs. When `/proc` cannot tell (hidepid),
+    /// its pidfd can: it turns readable when the process has exited. With
+    /// neither, the runner is taken as alive: `runner.exit` or the pod's
+    /// own end still stop the daemon, and stopping Docker under a live job
+    /// is the worse mistake.
+    fn alive(&mut self, record: &RunnerRecord) -> bool {
+        match record.liveness() {
+            Liveness::Alive => true,
+            Liveness::Gone => false,
+            Liveness::Unknown(why) => {
+                if !self.proc_unreadable {
+                    self.proc_unreadable = true;
+                    log(format_args!(
+                        "cannot read /proc/{}/stat ({why}): the runner's end is seen \
+                         through its pidfd and runner.exit",
+                        record.pid
+                    ));
+                }
+                !self.pidfd.as_ref().is_some_and(exited)
+            }
+        }
+    }
+
     /// Reads the run directory. `Some(reason)` when the daemon must stop.
     fn check(&mut self, run_dir: &RunDir, config: &Args, started: Instant) -> Option<String> {
         if let Some(code) = run_dir.runner_exit() {
@@ -247,11 +275,11 @@ impl ProtocolWatch {
                     self.pidfd = Pid::from_raw(record.pid)
                         .and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
                     self.record = Some(record);
-                    if record.is_alive() {
+                    if self.alive(&record) {
                         log(format_args!("watching the runner (pid {})", record.pid));
                     }
                 }
-                if !record.is_alive() {
+                if !self.alive(&record) {
                     // It may have written runner.exit just before it ended.
                     if run_dir.runner_exit().is_some() {
                         return Some("the runner exited".to_string());
@@ -422,4 +450,15 @@ impl ReadyReporter {
         }
         run_dir.remove(rundir::DOCKER_READY);
     }
+}
+
+/// Whether the process behind `pidfd` has exited (the fd is readable).
+fn exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
 }

@@ -59,9 +59,30 @@ fn log(msg: std::fmt::Arguments<'_>) {
     eprintln!("dind-injector supervise: {msg}");
 }
 
-/// Runs the supervisor; returns the exit code. `runner.exit` is written
+/// Runs the supervisor; returns the exit code. A supervisor that cannot
+/// set itself up (the run directory cannot be written, no signal handlers)
+/// never starts the runner: it says why and exits
+/// [`EXIT_SUPERVISOR_FAILED`], the documented code. `runner.exit` is written
 /// whatever happens after `runner.pid` was.
-pub fn run(args: &Args) -> Result<u8, Error> {
+pub fn run(args: &Args) -> u8 {
+    let (run_dir, sigs) = match set_up(args) {
+        Ok(ready) => ready,
+        Err(e) => {
+            log(format_args!(
+                "{e}; the runner was not started (exit {EXIT_SUPERVISOR_FAILED})"
+            ));
+            return EXIT_SUPERVISOR_FAILED;
+        }
+    };
+    let code = supervise(args, &run_dir, &sigs);
+    if let Err(e) = run_dir.write(rundir::RUNNER_EXIT, &format!("{code}\n")) {
+        log(format_args!("{e}"));
+    }
+    code
+}
+
+/// Subreaper, signal handlers, and `runner.pid` in the run directory.
+fn set_up(args: &Args) -> Result<(RunDir, SignalPipe), Error> {
     rustix::process::set_child_subreaper(Some(getpid())).map_err(|e| Error::Subreaper(e.into()))?;
     let sigs = SignalPipe::new(CAUGHT).map_err(Error::Signals)?;
     let run_dir = RunDir::new(&args.run_dir);
@@ -71,12 +92,7 @@ pub fn run(args: &Args) -> Result<u8, Error> {
     run_dir.remove(rundir::RUNNER_EXIT);
     let me = RunnerRecord::current().map_err(Error::Stat)?;
     run_dir.write(rundir::RUNNER_PID, &me.format())?;
-
-    let code = supervise(args, &run_dir, &sigs);
-    if let Err(e) = run_dir.write(rundir::RUNNER_EXIT, &format!("{code}\n")) {
-        log(format_args!("{e}"));
-    }
-    Ok(code)
+    Ok((run_dir, sigs))
 }
 
 fn supervise(args: &Args, run_dir: &RunDir, sigs: &SignalPipe) -> u8 {

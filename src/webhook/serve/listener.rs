@@ -1,10 +1,13 @@
-//! The TLS accept loop: bounded connections, timeouts, graceful shutdown.
+//! The accept loop: bounded connections, timeouts, graceful shutdown.
 //!
 //! Written out rather than taken from a serve helper because each of these
 //! is a production requirement: a bound on open connections (a connection
 //! over the bound is closed at once), a TLS handshake timeout, a header-read
 //! timeout (slowloris), an idle timeout for kept-alive HTTP/1 and HTTP/2
-//! connections, and a shutdown that lets in-flight requests finish.
+//! connections, and a shutdown that lets in-flight requests finish. Both
+//! ports use it: the webhook's over TLS, the metrics and probes' in plain
+//! HTTP, each with its own connection limit, so that a flood of one cannot
+//! starve the other.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +23,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// Connection limits and timeouts.
@@ -34,12 +36,18 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `app` over TLS until `shutdown` resolves, then stops accepting,
-/// asks every connection to close after its in-flight requests, and waits
-/// for them up to `limits.shutdown_grace`.
+/// How connections speak: TLS (the webhook) or plain HTTP (metrics, probes).
+pub enum Transport {
+    Tls(Arc<rustls::ServerConfig>),
+    Plain,
+}
+
+/// Serves `app` until `shutdown` resolves, then stops accepting, asks every
+/// connection to close after its in-flight requests, and waits for them up
+/// to `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    transport: Transport,
     app: axum::Router,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
@@ -48,7 +56,10 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        acceptor: TlsAcceptor::from(tls),
+        acceptor: match transport {
+            Transport::Tls(config) => Some(TlsAcceptor::from(config)),
+            Transport::Plain => None,
+        },
         builder: http_builder(&limits),
         app,
         limits,
@@ -90,19 +101,30 @@ pub async fn serve(
     wait_for_connections(&permits, &shared.limits).await;
 }
 
-/// HTTP/1.1 and HTTP/2 with the header-read timeout and keep-alive pings.
+/// What one connection may hold of a client's unread data: HTTP/1's read
+/// buffer (request head included) and HTTP/2's flow-control windows. The
+/// budget of bodies in flight counts only bodies being read, so this times
+/// the connection limit is what clients can park beside it (hyper's defaults,
+/// 400 KiB and 1 MiB, would let 256 connections park 256 MiB).
+pub const CONNECTION_BUFFER: u32 = 64 * 1024;
+
+/// HTTP/1.1 and HTTP/2 with the header-read timeout, keep-alive pings and
+/// [`CONNECTION_BUFFER`].
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(CONNECTION_BUFFER as usize)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10))
+        .initial_connection_window_size(CONNECTION_BUFFER)
+        .initial_stream_window_size(CONNECTION_BUFFER)
         .max_concurrent_streams(250);
     builder
 }
@@ -122,7 +144,8 @@ async fn wait_for_connections(permits: &Semaphore, limits: &Limits) {
 
 /// What every connection task shares.
 struct Shared {
-    acceptor: TlsAcceptor,
+    /// None: plain HTTP.
+    acceptor: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
     app: axum::Router,
     limits: Limits,
@@ -130,10 +153,16 @@ struct Shared {
 }
 
 impl Shared {
-    /// One connection: the bounded TLS handshake, then HTTP until the peer
-    /// leaves, it idles out, or shutdown asks it to close.
+    /// One connection: the bounded TLS handshake (if any), then HTTP until
+    /// the peer leaves, it idles out, or shutdown asks it to close.
     async fn connection(&self, tcp: TcpStream, peer: SocketAddr, stop_rx: watch::Receiver<bool>) {
-        let handshake = self.acceptor.accept(tcp);
+        let Some(acceptor) = &self.acceptor else {
+            (self.on_connections)(1);
+            self.http(tcp, peer, stop_rx).await;
+            (self.on_connections)(-1);
+            return;
+        };
+        let handshake = acceptor.accept(tcp);
         let tls = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
@@ -150,15 +179,13 @@ impl Shared {
         (self.on_connections)(-1);
     }
 
-    async fn http(
-        &self,
-        tls: TlsStream<TcpStream>,
-        peer: SocketAddr,
-        mut stop_rx: watch::Receiver<bool>,
-    ) {
+    async fn http<T>(&self, stream: T, peer: SocketAddr, mut stop_rx: watch::Receiver<bool>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Activity::new();
         let io = TokioIo::new(Tracked {
-            inner: tls,
+            inner: stream,
             activity: activity.clone(),
         });
         let service = TowerToHyperService::new(self.app.clone());

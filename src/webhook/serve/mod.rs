@@ -7,6 +7,7 @@
 //! auto` ([`autodetect`]).
 
 pub mod autodetect;
+pub mod budget;
 pub mod listener;
 mod logging;
 pub mod metrics;
@@ -52,6 +53,12 @@ pub struct Args {
         default_value = "/etc/dind-injector/tls/tls.key"
     )]
     pub tls_key: PathBuf,
+    /// Require every client of the webhook port to present a certificate
+    /// issued by this CA (PEM) for client authentication: the apiserver
+    /// presents one through its AdmissionConfiguration `kubeConfigFile`.
+    /// Read at start. The metrics and probes port is not affected.
+    #[arg(long, env = "DIND_INJECTOR_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Config file; every field defaults when absent.
     #[arg(long, env = "DIND_INJECTOR_CONFIG")]
     pub config: Option<PathBuf>,
@@ -67,9 +74,19 @@ pub struct Args {
     /// How long in-flight requests may take to finish after the listener closed.
     #[arg(long, env = "DIND_INJECTOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// Open connections beyond this are closed at once.
-    #[arg(long, env = "DIND_INJECTOR_MAX_CONNECTIONS", default_value_t = 1024)]
+    /// Open connections beyond this are closed at once (each may hold up to
+    /// 64 KiB of unread request data, plus its TLS buffers).
+    #[arg(long, env = "DIND_INJECTOR_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
+    /// Open connections to the metrics and probes port beyond this are
+    /// closed at once (apart from the webhook's: a flood of reviews cannot
+    /// starve the kubelet's probes).
+    #[arg(
+        long,
+        env = "DIND_INJECTOR_METRICS_MAX_CONNECTIONS",
+        default_value_t = 32
+    )]
+    pub metrics_max_connections: usize,
     #[arg(long, env = "DIND_INJECTOR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tls_handshake_timeout: Duration,
     /// HTTP/1 request headers must arrive within this time.
@@ -87,7 +104,29 @@ pub struct Args {
     /// Larger bodies get 413 (the apiserver sends at most about 3 MiB).
     #[arg(long, env = "DIND_INJECTOR_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Bodies being read or reviewed may add up to this many bytes; more
+    /// waits, then gets 503 (memory bounded whatever the core count).
+    #[arg(long, env = "DIND_INJECTOR_MAX_INFLIGHT_BYTES", default_value_t = 12 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+    /// Reviews parsed and decided at once, on threads of their own, when
+    /// small: together they parse at most --max-body-bytes, so a largest
+    /// body is reviewed alone. More waits, then gets 503.
+    #[arg(
+        long,
+        env = "DIND_INJECTOR_MAX_CONCURRENT_REVIEWS",
+        default_value_t = 4
+    )]
+    pub max_concurrent_reviews: usize,
+    /// How long a request waits for room in those two budgets.
+    #[arg(long, env = "DIND_INJECTOR_OVERLOAD_WAIT", default_value = "3s", value_parser = parse_duration)]
+    pub overload_wait: Duration,
 }
+
+/// Bodies up to this size (real pods are a few KiB; the largest real
+/// ones, with long env lists and many containers, some tens) have a lane of
+/// their own in the budgets ([`budget`]), so a flood of large bodies does
+/// not hold up the apiserver's reviews.
+const SMALL_BODY: usize = 128 * 1024;
 
 /// `250ms`, `2s`, `1m`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -128,6 +167,7 @@ fn serve(args: Args) -> Result<()> {
         metrics_addr: args.metrics_addr,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        client_ca: args.client_ca,
         cert_reload_interval: args.cert_reload_interval,
         shutdown_delay: args.shutdown_delay,
         limits: Limits {
@@ -137,8 +177,15 @@ fn serve(args: Args) -> Result<()> {
             idle_timeout: args.idle_timeout,
             shutdown_grace: args.shutdown_grace,
         },
+        metrics_max_connections: args.metrics_max_connections,
         max_body_bytes: args.max_body_bytes,
         body_timeout: args.body_timeout,
+        budget: budget::Budget {
+            inflight_bytes: args.max_inflight_bytes,
+            concurrent_reviews: args.max_concurrent_reviews,
+            wait: args.overload_wait,
+            small_body: SMALL_BODY,
+        },
         detect_interval: args.detect_interval,
     };
     tokio::runtime::Builder::new_multi_thread()

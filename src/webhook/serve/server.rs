@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{autodetect, listener, metrics, namespaces, routes, tls};
+use super::{autodetect, budget, listener, metrics, namespaces, routes, tls};
 use crate::engine::config::SidecarMode;
 use crate::engine::{Engine, Mode};
 
@@ -82,19 +82,26 @@ pub struct Options {
     pub metrics_addr: SocketAddr,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// Require client certificates issued by this CA (PEM).
+    pub client_ca: Option<PathBuf>,
     pub cert_reload_interval: Duration,
     /// Time between readiness going false and the listener closing, so that
     /// endpoints controllers and load balancers stop sending first.
     pub shutdown_delay: Duration,
     pub limits: listener::Limits,
+    /// The metrics and probes port's connection limit (its timeouts are
+    /// the webhook's).
+    pub metrics_max_connections: usize,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    pub budget: budget::Budget,
     /// How often `sidecarMode: auto` asks the cluster again.
     pub detect_interval: Duration,
 }
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
+    let gate = budget::Gate::new(options.budget.clone(), options.max_body_bytes)?;
     let provider = crate::crypto::provider();
     let store = Arc::new(
         tls::CertStore::load(&options.tls_cert, &options.tls_key, provider.clone())
@@ -103,7 +110,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     metrics.set_cert_expiry(store.not_after());
     let tls_config = Arc::new(
-        tls::server_config(store.clone(), provider)
+        tls::server_config(store.clone(), provider, options.client_ca.as_deref())
             .context("cannot build the TLS configuration")?,
     );
     let (listener, metrics_listener) = bind(&options).await?;
@@ -124,9 +131,10 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
         readiness: readiness.clone(),
         max_body_bytes: options.max_body_bytes,
         body_timeout: options.body_timeout,
+        gate,
     }));
 
-    let background = Background::start(&options, &store, &metrics, metrics_listener);
+    let background = Background::start(&options, &store, &metrics, &readiness, metrics_listener);
     let detection = start_detection(
         configured,
         &engine,
@@ -150,7 +158,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
     let on_connections = move |d| conn_metrics.connections(d);
     listener::serve(
         listener,
-        tls_config,
+        listener::Transport::Tls(tls_config),
         app,
         options.limits,
         shutdown,
@@ -168,7 +176,7 @@ pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
 struct Background {
     /// Fires after the webhook listener has drained; every task stops then.
     done: watch::Sender<bool>,
-    metrics: JoinHandle<std::io::Result<()>>,
+    metrics: JoinHandle<()>,
     watcher: JoinHandle<()>,
 }
 
@@ -177,13 +185,23 @@ impl Background {
         options: &Options,
         store: &Arc<tls::CertStore>,
         metrics: &Arc<metrics::Metrics>,
+        readiness: &Readiness,
         metrics_listener: TcpListener,
     ) -> Self {
         let (done, _) = watch::channel(false);
-        let metrics_task = tokio::spawn(serve_metrics(
+        let limits = listener::Limits {
+            max_connections: options.metrics_max_connections,
+            // Scrapes and probes are quick; do not hold the exit for them.
+            shutdown_grace: Duration::from_secs(1),
+            ..options.limits.clone()
+        };
+        let metrics_task = tokio::spawn(listener::serve(
             metrics_listener,
-            metrics.clone(),
+            listener::Transport::Plain,
+            metrics_app(metrics.clone(), readiness.clone()),
+            limits,
             done_signal(done.subscribe()),
+            |_| {},
         ));
         let watch_metrics = metrics.clone();
         let watcher = tokio::spawn(store.clone().watch(
@@ -209,10 +227,8 @@ impl Background {
         for task in [detection, namespaces].into_iter().flatten() {
             let _ = task.await;
         }
-        match self.metrics.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "metrics server task failed"),
+        if let Err(e) = self.metrics.await {
+            tracing::warn!(error = %e, "metrics server task failed");
         }
     }
 }
@@ -318,37 +334,33 @@ async fn termination() -> &'static str {
     }
 }
 
-async fn serve_metrics(
-    listener: TcpListener,
-    metrics: Arc<metrics::Metrics>,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// The plain-HTTP port: `/metrics` for Prometheus, and the probes.
+fn metrics_app(metrics: Arc<metrics::Metrics>, readiness: Readiness) -> axum::Router {
     use axum::http::{header, StatusCode};
     use axum::response::IntoResponse;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move {
-                match metrics.encode() {
-                    Ok(text) => (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                        .into_response(),
-                    Err(e) => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("cannot encode metrics: {e}\n"),
-                    )
-                        .into_response(),
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    match metrics.encode() {
+                        Ok(text) => (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(e) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("cannot encode metrics: {e}\n"),
+                        )
+                            .into_response(),
+                    }
                 }
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+            }),
+        )
+        .merge(routes::probes(readiness))
 }

@@ -37,6 +37,10 @@ pub enum CertError {
         key: PathBuf,
         message: String,
     },
+    #[error("{path}: cannot verify client certificates with it: {message}")]
+    BadClientCa { path: PathBuf, message: String },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
 }
 
 /// What is served now, and what it was loaded from.
@@ -220,16 +224,53 @@ fn parse_pair(
 
 /// The rustls server configuration: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2+,
 /// certificates from the store.
+/// The TLS configuration of the webhook port. With `client_ca`, every
+/// client must present a certificate that CA issued for client
+/// authentication (the apiserver does, through its AdmissionConfiguration's
+/// `kubeConfigFile`); other pods of the cluster then cannot even complete a
+/// handshake.
 pub fn server_config(
     store: Arc<CertStore>,
     provider: Arc<CryptoProvider>,
-) -> Result<rustls::ServerConfig, rustls::Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+    client_ca: Option<&Path>,
+) -> Result<rustls::ServerConfig, CertError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Verifies client certificates against the CA certificates in `path` (PEM).
+fn client_verifier(
+    path: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, CertError> {
+    let bad = |message: String| CertError::BadClientCa {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|source| CertError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(CertError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]
