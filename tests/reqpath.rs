@@ -444,3 +444,42 @@ fn profiles_and_command_lookups_take_the_request_path_and_agree() {
         assert!(decided.is_some(), "{name}: the request path declined");
     }
 }
+
+/// Issue 13 on the request path: a runner volume at the work directory is
+/// shared with the privileged daemon only if it is plain storage. The view
+/// reads each volume's type itself (not through the `Value`), so both ways
+/// must deny and inject the same pods, and the fast path must decide them.
+#[test]
+fn shared_volume_types_are_decided_alike_on_both_ways() {
+    let engine = common::engine();
+    for (kind, source, denied) in [
+        ("configMap", json!({"name": "tools"}), true),
+        ("hostPath", json!({"path": "/usr/local/bin"}), true),
+        ("secret", json!({"secretName": "s"}), true),
+        ("emptyDir", json!({}), false),
+        ("persistentVolumeClaim", json!({"claimName": "c"}), false),
+    ] {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "r-", "labels": {"runner": "true"}},
+            "spec": {
+                // The type's key before the name, as a client may write it.
+                "volumes": [{kind: source, "name": "w"}],
+                "containers": [{"name": "runner", "image": "r", "command": ["/run.sh"],
+                                "volumeMounts": [{"mountPath": "/home/runner/_work", "name": "w"}]}],
+            },
+        });
+        let text = serde_json::to_string(&pod).expect("json");
+        let view = PodView::parse(&text).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let fast = engine
+            .review_view(&view, None, &|_| None)
+            .expect("engine")
+            .unwrap_or_else(|| panic!("{kind}: the request path declined"));
+        assert_eq!(
+            matches!(fast, Decision::Deny { .. }),
+            denied,
+            "{kind}: {fast:?}"
+        );
+        same_answer(&review_of(pod)).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+}
