@@ -1,5 +1,7 @@
 //! Why a pod is refused.
 
+use std::borrow::Cow;
+
 /// Why the engine refused a pod. The labels are stable: they become the
 /// `reason` label of the `denied` metric and of the review log line, and
 /// `docs/configuration.md` lists them (`tests/contract.rs` checks it).
@@ -76,17 +78,20 @@ impl Denial {
     pub fn new(reason: DenyReason, message: impl Into<String>) -> Self {
         Self {
             reason,
-            message: cut(&message.into(), MAX_MESSAGE_CHARS),
+            message: cut(&message.into(), MAX_MESSAGE_CHARS).into_owned(),
         }
     }
 }
 
 /// `s` cut to at most `max` characters (on a character boundary), the last
-/// one `…` when something was cut.
-pub fn cut(s: &str, max: usize) -> String {
+/// one `…` when something was cut. Borrowed when nothing is: the review's
+/// log line and warnings cut every field, and almost none is long.
+pub fn cut(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max.saturating_sub(1)) {
-        Some((end, _)) if s[end..].chars().nth(1).is_some() => format!("{}…", &s[..end]),
-        _ => s.to_string(),
+        Some((end, _)) if s[end..].chars().nth(1).is_some() => {
+            Cow::Owned(format!("{}…", &s[..end]))
+        }
+        _ => Cow::Borrowed(s),
     }
 }
 

@@ -13,13 +13,13 @@
 //! `serde_json::Value`, whose errors name the field. Both write the answer
 //! with the same writer; `tests/reqpath.rs` checks that they agree.
 
-use std::borrow::Cow;
 use std::io::Write;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::outcome::{ErrorReason, Outcome, Skip};
+use crate::engine::deny::cut;
 use crate::engine::patch::Changes;
 use crate::engine::view::{Lenient, Meta, Obj, PodView, Text};
 use crate::engine::{CommandSource, Decision, Engine, Lookup, Query, SkipReason};
@@ -546,16 +546,7 @@ fn write_warnings<'w>(out: &mut Vec<u8>, warnings: impl ExactSizeIterator<Item =
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut *out, &*truncate(w, MAX_WARNING_CHARS));
+        let _ = serde_json::to_writer(&mut *out, &*cut(w, MAX_WARNING_CHARS));
     }
     out.push(b']');
-}
-
-fn truncate(s: &str, max: usize) -> Cow<'_, str> {
-    if s.chars().count() <= max {
-        return Cow::Borrowed(s);
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    Cow::Owned(out)
 }

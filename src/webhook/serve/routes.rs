@@ -89,7 +89,7 @@ impl Refusal {
         Self {
             status,
             reason,
-            message: cut(&message, MAX_MESSAGE_CHARS),
+            message: cut(&message, MAX_MESSAGE_CHARS).into_owned(),
         }
     }
 
@@ -274,25 +274,24 @@ async fn reviewed(state: &Arc<AppState>, body: Bytes) -> Decided {
 /// operator has to act.
 fn log_review(answer: &admission::Answered, took: Duration) {
     let s = &answer.subject;
-    let field = |v: &str| cut(v, MAX_LOG_FIELD_CHARS);
     let (uid, namespace, pod, owner) = (
-        field(&s.uid),
-        field(&s.namespace),
-        field(&s.name),
-        field(&s.owner),
+        cut(&s.uid, MAX_LOG_FIELD_CHARS),
+        cut(&s.namespace, MAX_LOG_FIELD_CHARS),
+        cut(&s.name, MAX_LOG_FIELD_CHARS),
+        cut(&s.owner, MAX_LOG_FIELD_CHARS),
     );
     let detail = cut(&answer.detail, MAX_MESSAGE_CHARS);
     macro_rules! log_review {
         ($level:ident) => {
             tracing::$level!(
-                uid,
-                namespace,
-                pod,
-                owner,
+                uid = &*uid,
+                namespace = &*namespace,
+                pod = &*pod,
+                owner = &*owner,
                 dry_run = s.dry_run,
                 decision = answer.outcome.as_str(),
                 reason = answer.outcome.reason(),
-                detail,
+                detail = &*detail,
                 command_source = answer.command_source.map_or("", |s| s.as_str()),
                 duration_us = took.as_micros() as u64,
                 "review"
