@@ -269,3 +269,28 @@ pub fn count_named(pod: &Pod, name: &str) -> Result<usize> {
     Ok(named(&v["spec"]["containers"], name).len()
         + named(&v["spec"]["initContainers"], name).len())
 }
+
+/// Dry-runs a runner pod with `labels` in `pods` until the answer carries
+/// exactly one container (or init container) named `container`: admission
+/// objects (webhooks, policies) reach admission through informers, so a
+/// freshly applied one takes effect a moment later.
+pub async fn await_admission(
+    pods: &kube::Api<Pod>,
+    labels: Value,
+    container: &str,
+    what: &str,
+) -> Result<()> {
+    crate::procs::eventually(what, crate::WAIT, || {
+        let (pods, labels) = (pods.clone(), labels.clone());
+        async move {
+            let probe = pod("probe", runner_template(labels, json!({})))?;
+            let dry_run = kube::api::PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let answer = pods.create(&dry_run, &probe).await?;
+            Ok((count_named(&answer, container)? == 1).then_some(()))
+        }
+    })
+    .await
+}

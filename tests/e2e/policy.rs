@@ -22,7 +22,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::pods::{check_injected, count_named, pod, runner_labels, runner_template, Mode};
+use crate::pods::{
+    await_admission, check_injected, count_named, pod, runner_labels, runner_template, Mode,
+};
 use crate::procs::eventually;
 use crate::scenarios::ensure_extra;
 use crate::setup::{apply_text, namespace};
@@ -135,22 +137,12 @@ pub(crate) async fn install(env: &Env, ns: &str, mode: Option<Mode>) -> Result<(
     // Policies reach admission through informers: dry-run pods until one
     // comes back injected.
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    eventually(&format!("the policy in {ns} to take effect"), WAIT, || {
-        let pods = pods.clone();
-        async move {
-            let probe = pod("probe", runner_template(runner_labels(), json!({})))?;
-            let answer = pods
-                .create(
-                    &PostParams {
-                        dry_run: true,
-                        ..Default::default()
-                    },
-                    &probe,
-                )
-                .await?;
-            Ok((count_named(&answer, "dind")? == 1).then_some(()))
-        }
-    })
+    await_admission(
+        &pods,
+        runner_labels(),
+        "dind",
+        &format!("the policy in {ns} to take effect"),
+    )
     .await?;
     // The validating policy has an informer of its own.
     eventually(

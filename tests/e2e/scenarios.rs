@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use crate::extra::{self, Extra};
 use crate::pki::Usage;
 use crate::pods::{
-    check_injected, check_untouched, count_named, pod, runner_labels, runner_template, Mode,
+    await_admission, check_injected, check_untouched, count_named, pod, runner_labels,
+    runner_template, Mode,
 };
 use crate::procs::eventually;
 use crate::setup::{apply_text, namespace, register_webhook, wait_for_calls};
@@ -344,25 +345,12 @@ pub(crate) async fn ensure_extra(env: &mut Env) -> Result<()> {
         )
         .await?;
     let pods = runners(env);
-    eventually("the second webhook to take effect", WAIT, || {
-        let pods = pods.clone();
-        async move {
-            let probe = pod(
-                "probe",
-                runner_template(json!({ extra::LABEL: "true" }), json!({})),
-            )?;
-            let answer = pods
-                .create(
-                    &PostParams {
-                        dry_run: true,
-                        ..Default::default()
-                    },
-                    &probe,
-                )
-                .await?;
-            Ok((count_named(&answer, extra::CONTAINER)? == 1).then_some(()))
-        }
-    })
+    await_admission(
+        &pods,
+        json!({ extra::LABEL: "true" }),
+        extra::CONTAINER,
+        "the second webhook to take effect",
+    )
     .await?;
     env.extra = Some(server);
     Ok(())
