@@ -40,10 +40,13 @@ pub fn cgroup_name(dir: &Path) -> String {
     format!("{run}.slice")
 }
 
-/// The v1 hierarchies the kubelet uses (one directory each under
-/// /sys/fs/cgroup; `systemd` is the named hierarchy cAdvisor reads).
+/// The hierarchies the node's cgroups appear in (one directory each under
+/// /sys/fs/cgroup): the v1 ones the kubelet uses (`systemd` is the named
+/// hierarchy cAdvisor reads) and, on a hybrid host, `unified`, where runc
+/// mirrors every container's cgroup; a hierarchy the host lacks is skipped.
 pub const CGROUP_HIERARCHIES: &[&str] = &[
     "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd",
+    "unified",
 ];
 
 /// Runs the suite again inside new namespaces and checks, once it is over,
