@@ -126,7 +126,7 @@ install-packages:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> apt-get install$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing; \
 	fi
 
 ## make static: the release binary, statically linked (runs on musl images too).
