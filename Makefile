@@ -255,7 +255,7 @@ fuzz-build:
 fuzz: fuzz-build
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p "$(FUZZ_OUT)/$$t" fuzz/crashes/$$t; \
-	  AFL_SKIP_CPUFREQ=1 AFL_NO_UI=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_AUTORESUME=1 \
+	  AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_NO_UI=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_AUTORESUME=1 \
 	    nice -n 19 afl-fuzz -V $(FUZZ_SECONDS) -i fuzz/corpus/$$t -o "$(FUZZ_OUT)/$$t" -- "$(FUZZ_BIN)" $$t \
 	    > "$(FUZZ_OUT)/$$t.log" 2>&1 || { tail -20 "$(FUZZ_OUT)/$$t.log"; exit 1; }; \
 	  grep -E 'execs_done|cycles_done|saved_crashes|saved_hangs|corpus_count|run_time' "$(FUZZ_OUT)/$$t/default/fuzzer_stats" | sed "s/^/$$t: /"; \
