@@ -361,7 +361,11 @@ async fn two_hundred_idle_connections_do_not_block_a_real_request() {
                 .expect("idle connection"),
         );
     }
-    let metrics = server.metrics_text().await;
+    // The server counts a connection once its side of the handshake is
+    // done, which can be just after the client's: wait for the count.
+    let metrics = server
+        .metrics_with("dind_injector_open_connections 200")
+        .await;
     assert!(
         metrics.contains("dind_injector_open_connections 200"),
         "{metrics}"
