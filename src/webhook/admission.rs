@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::outcome::{ErrorReason, Outcome, Skip};
 use crate::engine::deny::cut;
-use crate::engine::patch::Changes;
+use crate::engine::patch::{write_json_str, Changes};
 use crate::engine::view::{Lenient, Meta, Obj, PodView, Text};
 use crate::engine::{CommandSource, Decision, Engine, Lookup, Query, SkipReason};
 
@@ -516,7 +516,7 @@ fn write_review<P: WritePatch>(
 ) -> String {
     let string = |out: &mut Vec<u8>, s: &str| {
         // A Vec never fails to take bytes, and a &str always serialises.
-        let _ = serde_json::to_writer(out, s);
+        let _ = write_json_str(out, s);
     };
     out.extend_from_slice(b"{\"apiVersion\":");
     string(out, api_version);
