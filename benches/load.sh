@@ -26,15 +26,22 @@ if ! command -v h2load >/dev/null; then
     echo "==> installing h2load (Debian nghttp2-client)"
     apt-get install -y -qq nghttp2-client >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 fi
-echo "==> building release binaries"
-# One invocation, so the three share one build of the dependencies (the
-# `peer` feature adds kube-core's admission types and axum's Json, which
-# dind-injector's own code does not use).
-cargo build --release --locked --features peer --bin dind-injector \
-    --example ceiling_server --example peer_webhook
-BIN=$TARGET_DIR/release/dind-injector
-CEILING=$TARGET_DIR/release/examples/ceiling_server
-PEER=$TARGET_DIR/release/examples/peer_webhook
+# BIN, CEILING and PEER may name builds made earlier (all three, or none:
+# then they are built here).
+if [ -z "${BIN:-}${CEILING:-}${PEER:-}" ]; then
+    echo "==> building release binaries"
+    # One invocation, so the three share one build of the dependencies (the
+    # `peer` feature adds kube-core's admission types and axum's Json, which
+    # dind-injector's own code does not use).
+    cargo build --release --locked --features peer --bin dind-injector \
+        --example ceiling_server --example peer_webhook
+    BIN=$TARGET_DIR/release/dind-injector
+    CEILING=$TARGET_DIR/release/examples/ceiling_server
+    PEER=$TARGET_DIR/release/examples/peer_webhook
+fi
+for b in "$BIN" "$CEILING" "$PEER"; do
+    [ -x "$b" ] || { echo "load.sh: $b is not an executable (set BIN, CEILING and PEER together)" >&2; exit 2; }
+done
 
 WORK=$(mktemp -d)
 PIDS=()

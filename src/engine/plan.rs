@@ -5,7 +5,6 @@
 //! builder has no decisions left to make and every denial happens before the
 //! first change.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::entrypoint::{self, CommandSource, ImageCommand, Query};
@@ -184,26 +183,32 @@ pub enum SharedDir {
 }
 
 /// Picks names not used by the pod nor by each other: `base`, `base-1`, …
+/// Lists, not hash sets: a pod has a handful of volumes and we name at
+/// most eight, so a scan is cheaper than hashing (this runs per review).
 struct NameAllocator<'a> {
-    taken: HashSet<&'a str>,
-    ours: HashSet<String>,
+    taken: Vec<&'a str>,
+    ours: Vec<String>,
 }
 
 impl<'a> NameAllocator<'a> {
     fn new(taken: Vec<&'a str>) -> Self {
         Self {
-            taken: taken.into_iter().collect(),
-            ours: HashSet::new(),
+            taken,
+            ours: Vec::new(),
         }
     }
 
     fn name(&mut self, base: &str) -> String {
-        let free = |n: &str, ours: &HashSet<String>| !self.taken.contains(n) && !ours.contains(n);
-        let name = std::iter::once(base.to_string())
-            .chain((1..).map(|i| format!("{base}-{i}")))
-            .find(|n| free(n, &self.ours))
-            .unwrap_or_else(|| base.to_string());
-        self.ours.insert(name.clone());
+        let free = |n: &str| !self.taken.contains(&n) && !self.ours.iter().any(|o| o == n);
+        let name = if free(base) {
+            base.to_string()
+        } else {
+            (1..)
+                .map(|i| format!("{base}-{i}"))
+                .find(|n| free(n))
+                .unwrap_or_else(|| base.to_string())
+        };
+        self.ours.push(name.clone());
         name
     }
 }

@@ -44,6 +44,11 @@ pub struct Budget {
     /// Bodies up to this size use the small lane: `SMALL_LANE_BODIES` of
     /// them in flight, `concurrent_reviews` reviewed at once.
     pub small_body: usize,
+    /// Bodies up to this size are reviewed on the async thread that read
+    /// them: their review takes tens of microseconds, less than handing it
+    /// to the blocking pool and back costs (two thread wake-ups, and a
+    /// malloc arena per blocking thread).
+    pub inline_body: usize,
 }
 
 /// How many small bodies the small lane holds in flight.
@@ -164,13 +169,14 @@ impl Gate {
         }
     }
 
-    /// Runs `decide` (the review of a body of `size` bytes) on the blocking
-    /// pool once there is room for it.
+    /// Runs `decide` (the review of a body of `size` bytes) once there is
+    /// room for it: here when the body is small enough to be quick, on the
+    /// blocking pool otherwise. A panic in it is returned, not propagated.
     pub async fn decide<T: Send + 'static>(
         &self,
         size: usize,
         decide: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<Result<T, tokio::task::JoinError>, Full> {
+    ) -> Result<Result<T, Panicked>, Full> {
         let lane = self.lane(size);
         let acquire = acquire(&lane.reviews, size.max(lane.least), lane.reviews_cap);
         let slot = match tokio::time::timeout(self.budget.wait, acquire).await {
@@ -181,9 +187,36 @@ impl Gate {
                 })
             }
         };
-        let result = tokio::task::spawn_blocking(decide).await;
+        let result = if size <= self.budget.inline_body {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(decide))
+                .map_err(|payload| Panicked::from_payload(payload.as_ref()))
+        } else {
+            tokio::task::spawn_blocking(decide)
+                .await
+                .map_err(|e| match e.try_into_panic() {
+                    Ok(payload) => Panicked::from_payload(payload.as_ref()),
+                    Err(e) => Panicked(e.to_string()),
+                })
+        };
         drop(slot);
         Ok(result)
+    }
+}
+
+/// A review that panicked (an engine bug): its message, answered as an
+/// internal error for that one request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("panicked: {0}")]
+pub struct Panicked(String);
+
+impl Panicked {
+    fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        Panicked(message.to_string())
     }
 }
 
@@ -203,13 +236,15 @@ async fn acquire(
 mod tests {
     use super::*;
 
-    /// Bodies of 10 bytes at most; up to 2 bytes use the small lane.
+    /// Bodies of 10 bytes at most; up to 2 bytes use the small lane; none
+    /// is reviewed inline (the tests block in their reviews).
     fn gate(bytes: usize, reviews: usize) -> Gate {
         let budget = Budget {
             inflight_bytes: bytes,
             concurrent_reviews: reviews,
             wait: Duration::from_millis(50),
             small_body: 2,
+            inline_body: 0,
         };
         Gate::new(budget, 10).expect("valid")
     }
@@ -221,6 +256,7 @@ mod tests {
             concurrent_reviews: reviews,
             wait: Duration::ZERO,
             small_body: 1,
+            inline_body: 0,
         };
         for (bytes, reviews) in [(9, 1), (10, 0), (usize::MAX, 1)] {
             let err = Gate::new(budget(bytes, reviews), 10)
@@ -345,5 +381,41 @@ mod tests {
         drop(small);
         tx.send(()).expect("send");
         large.await.expect("task").expect("slot").expect("no panic");
+    }
+
+    /// Small bodies are reviewed on the thread that asks, larger ones
+    /// elsewhere; a panic either way comes back as [`Panicked`].
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_reviews_run_inline_and_panics_come_back() {
+        let gate = Gate::new(
+            Budget {
+                inflight_bytes: 100,
+                concurrent_reviews: 2,
+                wait: Duration::from_millis(50),
+                small_body: 4,
+                inline_body: 3,
+            },
+            10,
+        )
+        .expect("valid");
+        let here = std::thread::current().id();
+        let on = |size| gate.decide(size, move || std::thread::current().id() != here);
+        assert_eq!(on(3).await, Ok(Ok(false)), "inline");
+        assert_eq!(on(4).await, Ok(Ok(true)), "on the blocking pool");
+        for size in [3, 4] {
+            let panicked = gate
+                .decide(size, || -> () { panic!("engine bug {}", 7) })
+                .await
+                .expect("a slot");
+            assert_eq!(
+                panicked,
+                Err(Panicked("engine bug 7".into())),
+                "size {size}"
+            );
+        }
+        gate.decide(3, || ())
+            .await
+            .expect("slots came back")
+            .expect("ok");
     }
 }

@@ -5,8 +5,12 @@
 //! its line and hands it over, instead of waiting for a write to a pipe the
 //! container runtime may be slow to drain. The hand-over is bounded
 //! ([`QUEUED_LINES`]); when it is full the request waits, so no line is
-//! ever dropped. The thread writes what has queued up in one go and flushes
-//! as soon as the queue is empty, so a line is late by at most that write.
+//! ever dropped. The thread writes what has queued up in one go, flushes
+//! as soon as the queue is empty, then lingers ([`LINGER`]) before it waits
+//! again: under load the lines of that interval go out in one write, and no
+//! review pays for waking the thread (a futex call and a context switch
+//! per line, measured in `docs/performance.md`). A line is late by at most
+//! the linger and a write.
 
 use std::io::{self, BufWriter, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -18,6 +22,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Lines that may wait for the writer thread.
 pub const QUEUED_LINES: usize = 4096;
+
+/// How long the writer thread lets lines gather after a write: short
+/// enough that logs stay live, long enough that at thousands of reviews a
+/// second it wakes a few hundred times, not once per line.
+pub const LINGER: Duration = Duration::from_millis(2);
 
 enum Message {
     Line(Vec<u8>),
@@ -98,6 +107,7 @@ fn write_lines(receiver: Receiver<Message>, out: impl Write) {
             next = receiver.try_recv().ok();
         }
         let _ = out.flush();
+        std::thread::sleep(LINGER);
     }
 }
 
@@ -131,11 +141,13 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    /// What reached the output, and in how many writes.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
+    struct Shared(Arc<Mutex<Vec<u8>>>, Arc<Mutex<usize>>);
 
     impl Write for Shared {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            *self.1.lock().map_err(|_| io::Error::other("poisoned"))? += 1;
             self.0
                 .lock()
                 .map_err(|_| io::Error::other("poisoned"))?
@@ -158,5 +170,24 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let expected: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
         assert_eq!(text, expected);
+    }
+
+    /// Lines arriving faster than every [`LINGER`] share writes: 200 lines
+    /// 100 µs apart took 200 writes when the thread went back to waiting
+    /// as soon as it had written.
+    #[test]
+    fn lines_arriving_close_together_share_a_write() {
+        let out = Shared::default();
+        let lines = Lines::spawn(out.clone()).unwrap();
+        for i in 0..200 {
+            lines
+                .make_writer()
+                .write_all(format!("line {i}\n").as_bytes())
+                .unwrap();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        lines.flush(Duration::from_secs(10));
+        let writes = *out.1.lock().unwrap();
+        assert!(writes <= 100, "{writes} writes for 200 lines");
     }
 }

@@ -128,6 +128,13 @@ pub struct Args {
 /// not hold up the apiserver's reviews.
 const SMALL_BODY: usize = 128 * 1024;
 
+/// Bodies up to this size are reviewed on the async thread that read them
+/// (see [`budget::Budget::inline_body`]): a realistic runner pod's review
+/// costs about 50 µs, one of this size well under a millisecond, which
+/// keeps the runtime's threads responsive; anything larger, up to the
+/// worst-case bodies the budgets are for, goes to the blocking pool.
+const INLINE_BODY: usize = 32 * 1024;
+
 /// `250ms`, `2s`, `1m`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration: expected e.g. 250ms, 2s, 1m");
@@ -185,6 +192,7 @@ fn serve(args: Args) -> Result<()> {
             concurrent_reviews: args.max_concurrent_reviews,
             wait: args.overload_wait,
             small_body: SMALL_BODY,
+            inline_body: INLINE_BODY,
         },
         detect_interval: args.detect_interval,
     };

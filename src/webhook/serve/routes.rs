@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::budget::{Admitted, Full, Gate};
+use super::budget::{Admitted, Full, Gate, Panicked};
 use super::metrics::Metrics;
 use super::namespaces::NamespaceProfiles;
 use super::server::{EngineHandle, Readiness};
@@ -155,16 +155,15 @@ async fn read_json_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Bytes, Admitted), Refusal> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let is_json = content_type.as_deref().is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+    let is_json = content_type.is_some_and(|ct| {
+        let essence = ct.split(|b| *b == b';').next().unwrap_or_default();
+        essence
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"application/json")
     });
     if !is_json {
-        let got = content_type.unwrap_or_else(|| "none".into());
+        let got = content_type.map_or("none".into(), String::from_utf8_lossy);
         return Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorReason::UnsupportedMediaType,
@@ -220,11 +219,11 @@ async fn read_json_body(
 /// What the gate answers for one review: the review and how long it took
 /// (or the review task's panic), or that the gate is full.
 type Decided = Result<
-    Result<(Result<admission::Answered, admission::BadReview>, Duration), tokio::task::JoinError>,
+    Result<(Result<admission::Answered, admission::BadReview>, Duration), Panicked>,
     super::budget::Full,
 >;
 
-/// One review on the gate's blocking pool, with what `serve` knows beyond
+/// One review through the gate, with what `serve` knows beyond
 /// the pod: its namespace's default profile and the cached image commands.
 async fn decide(state: &Arc<AppState>, body: &Bytes) -> Decided {
     let (shared, body) = (state.clone(), body.clone());
