@@ -5,6 +5,8 @@
 //! The registry's access log is the witness of what the webhook asked.
 
 mod common;
+#[path = "registry/serve.rs"]
+mod serve;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,12 +25,6 @@ use serde_json::{json, Value};
 const V1: &str = "admission.k8s.io/v1";
 /// The webhook's budget in these tests (`registry.budgetMilliseconds`).
 const BUDGET: Duration = Duration::from_millis(1500);
-/// The test user of the registry with basic auth, and its bcrypt hash
-/// (`crypt.crypt('e2e-secret', crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`:
-/// cost 4, so that each request does not spend a quarter second hashing).
-const USER: &str = "ci";
-const PASSWORD: &str = "e2e-secret";
-const HTPASSWD: &str = "ci:$2b$04$rulZ1LLhE4WfUs/dLewyLeUxJXO0Fje/.fQeH1t03gOXxEeD1lv0a\n";
 
 /// One `docker-registry serve` on 127.0.0.1, TLS with the test CA.
 struct Registry {
@@ -41,28 +37,18 @@ impl Registry {
     fn start(certs: &Path, basic_auth: bool) -> Registry {
         let dir = temp_dir("registry");
         let port = free_port();
-        let auth = if basic_auth {
-            std::fs::write(dir.join("htpasswd"), HTPASSWD).expect("htpasswd");
-            format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                dir.join("htpasswd").display()
-            )
-        } else {
-            String::new()
-        };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n{auth}",
-            dir.join("data").display(),
-            certs.join("tls.crt").display(),
-            certs.join("tls.key").display(),
-        );
-        std::fs::write(dir.join("config.yml"), config).expect("config");
+        let config = serve::write_config(
+            &dir,
+            port,
+            &certs.join("tls.crt"),
+            &certs.join("tls.key"),
+            basic_auth,
+        )
+        .expect("registry config");
         let log = std::fs::File::create(dir.join("access.log")).expect("log");
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(dir.join("config.yml"))
+            .arg(config)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -90,19 +76,13 @@ impl Registry {
 
     /// Requests for `repo` in the access log.
     fn requests(&self, repo: &str) -> usize {
-        let needle = format!("\"GET /v2/{repo}/");
-        self.log().lines().filter(|l| l.contains(&needle)).count()
+        serve::requests(&self.log(), repo)
     }
 
     fn push(&self, ca: &Path, user: Option<&str>) {
-        let mut cmd = Command::new("python3");
-        cmd.arg(root().join("tests/registry/push-images.py"))
-            .arg(format!("https://{}", self.host()))
-            .arg(ca);
-        if let Some(user) = user {
-            cmd.arg(user);
-        }
-        let out = cmd.output().expect("python3");
+        let out = serve::push_command(&root(), &self.host(), ca, user, &[])
+            .output()
+            .expect("python3");
         assert!(
             out.status.success(),
             "push failed: {}\n{}",
@@ -398,7 +378,10 @@ async fn basic_auth_with_a_pull_secret_s_credentials() {
     let certs = temp_dir("registry-auth");
     issue_certs(&certs, 30);
     let registry = Registry::start(&certs, true);
-    registry.push(&certs.join("ca.crt"), Some(&format!("{USER}:{PASSWORD}")));
+    registry.push(
+        &certs.join("ca.crt"),
+        Some(&format!("{}:{}", serve::USER, serve::PASSWORD)),
+    );
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::pem::PemObject::pem_file_iter(certs.join("ca.crt")).expect("ca")
     {
@@ -413,13 +396,13 @@ async fn basic_auth_with_a_pull_secret_s_credentials() {
         other => panic!("anonymous access to the private image: {other:?}"),
     }
     let secret = json!({"auths": {registry.host(): {
-        "auth": base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        "auth": base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", serve::USER, serve::PASSWORD))
     }}});
     let creds = auth::from_docker_config(secret.to_string().as_bytes(), &image)
         .expect("docker config")
         .expect("credentials for the registry");
     let wrong = auth::Credentials {
-        username: USER.into(),
+        username: serve::USER.into(),
         password: "wrong".into(),
     };
     let found = client
