@@ -108,8 +108,7 @@ fn registry(dir: &Path) -> Result<(Proc, String)> {
     let config = serve::write_config(
         dir,
         port,
-        &certs.join("tls.crt"),
-        &certs.join("tls.key"),
+        Some((&certs.join("tls.crt"), &certs.join("tls.key"))),
         true,
     )?;
     let mut cmd = Command::new("docker-registry");
@@ -125,9 +124,15 @@ fn registry(dir: &Path) -> Result<(Proc, String)> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let user = format!("{}:{}", serve::USER, serve::PASSWORD);
-    let out = serve::push_command(&root(), &host, &certs.join("ca.crt"), Some(&user), &TAGS)
-        .output()
-        .context("python3 tests/registry/push-images.py")?;
+    let out = serve::push_command(
+        &root(),
+        &format!("https://{host}"),
+        &certs.join("ca.crt"),
+        Some(&user),
+        &TAGS,
+    )
+    .output()
+    .context("python3 tests/registry/push-images.py")?;
     ensure!(
         out.status.success(),
         "pushing the private image failed: {}\n{}",

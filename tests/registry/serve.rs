@@ -19,12 +19,11 @@ const HTPASSWD: &str = "ci:$2b$04$rulZ1LLhE4WfUs/dLewyLeUxJXO0Fje/.fQeH1t03gOXxE
 
 /// Writes the registry's configuration (and its htpasswd file with
 /// `basic_auth`) into `dir`, storing under `dir/data`; the config's path,
-/// for `docker-registry serve`.
+/// for `docker-registry serve`. `tls`: certificate and key, or plain HTTP.
 pub fn write_config(
     dir: &Path,
     port: u16,
-    cert: &Path,
-    key: &Path,
+    tls: Option<(&Path, &Path)>,
     basic_auth: bool,
 ) -> std::io::Result<PathBuf> {
     let auth = if basic_auth {
@@ -36,31 +35,37 @@ pub fn write_config(
     } else {
         String::new()
     };
+    let tls = tls.map_or(String::new(), |(cert, key)| {
+        format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        )
+    });
     let config = format!(
         "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n\
-         http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n{auth}",
+         http:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
         dir.join("data").display(),
-        cert.display(),
-        key.display(),
     );
     let path = dir.join("config.yml");
     std::fs::write(&path, config)?;
     Ok(path)
 }
 
-/// `push-images.py`: the test images, or with `user` (`USER:PASSWORD`) the
-/// private image under each of `tags`.
+/// `push-images.py` to `base` (`https://host:port`, or `http://` for a
+/// registry without TLS): the test images, or with `user`
+/// (`USER:PASSWORD`) the private image under each of `tags`.
 pub fn push_command(
     root: &Path,
-    host: &str,
+    base: &str,
     ca: &Path,
     user: Option<&str>,
     tags: &[&str],
 ) -> Command {
     let mut cmd = Command::new("python3");
     cmd.arg(root.join("tests/registry/push-images.py"))
-        .arg(format!("https://{host}"))
+        .arg(base)
         .arg(ca);
     if let Some(user) = user {
         cmd.arg(user).args(tags);
