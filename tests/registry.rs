@@ -5,6 +5,8 @@
 //! The registry's access log is the witness of what the webhook asked.
 
 mod common;
+#[path = "registry/serve.rs"]
+mod serve;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,51 +25,41 @@ use serde_json::{json, Value};
 const V1: &str = "admission.k8s.io/v1";
 /// The webhook's budget in these tests (`registry.budgetMilliseconds`).
 const BUDGET: Duration = Duration::from_millis(1500);
-/// The test user of the registry with basic auth, and its bcrypt hash
-/// (`crypt.crypt('e2e-secret', crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`:
-/// cost 4, so that each request does not spend a quarter second hashing).
-const USER: &str = "ci";
-const PASSWORD: &str = "e2e-secret";
-const HTPASSWD: &str = "ci:$2b$04$rulZ1LLhE4WfUs/dLewyLeUxJXO0Fje/.fQeH1t03gOXxEeD1lv0a\n";
 
-/// One `docker-registry serve` on 127.0.0.1, TLS with the test CA.
+/// One `docker-registry serve` on 127.0.0.1, TLS with the test CA (or
+/// plain HTTP).
 struct Registry {
     child: Child,
     port: u16,
     dir: PathBuf,
+    scheme: &'static str,
 }
 
 impl Registry {
     fn start(certs: &Path, basic_auth: bool) -> Registry {
+        let tls = (certs.join("tls.crt"), certs.join("tls.key"));
+        Self::start_with(Some((&tls.0, &tls.1)), basic_auth)
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>, basic_auth: bool) -> Registry {
         let dir = temp_dir("registry");
         let port = free_port();
-        let auth = if basic_auth {
-            std::fs::write(dir.join("htpasswd"), HTPASSWD).expect("htpasswd");
-            format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                dir.join("htpasswd").display()
-            )
-        } else {
-            String::new()
-        };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n{auth}",
-            dir.join("data").display(),
-            certs.join("tls.crt").display(),
-            certs.join("tls.key").display(),
-        );
-        std::fs::write(dir.join("config.yml"), config).expect("config");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let config = serve::write_config(&dir, port, tls, basic_auth).expect("registry config");
         let log = std::fs::File::create(dir.join("access.log")).expect("log");
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(dir.join("config.yml"))
+            .arg(config)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("docker-registry (the Debian package) must be installed: make deps");
-        let registry = Registry { child, port, dir };
+        let registry = Registry {
+            child,
+            port,
+            dir,
+            scheme,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -90,19 +82,14 @@ impl Registry {
 
     /// Requests for `repo` in the access log.
     fn requests(&self, repo: &str) -> usize {
-        let needle = format!("\"GET /v2/{repo}/");
-        self.log().lines().filter(|l| l.contains(&needle)).count()
+        serve::requests(&self.log(), repo)
     }
 
     fn push(&self, ca: &Path, user: Option<&str>) {
-        let mut cmd = Command::new("python3");
-        cmd.arg(root().join("tests/registry/push-images.py"))
-            .arg(format!("https://{}", self.host()))
-            .arg(ca);
-        if let Some(user) = user {
-            cmd.arg(user);
-        }
-        let out = cmd.output().expect("python3");
+        let base = format!("{}://{}", self.scheme, self.host());
+        let out = serve::push_command(&root(), &base, ca, user, &[])
+            .output()
+            .expect("python3");
         assert!(
             out.status.success(),
             "push failed: {}\n{}",
@@ -131,11 +118,16 @@ fn free_port() -> u16 {
 
 /// The webhook, trusting the test CA for registries.
 fn webhook(certs: &Path) -> Server {
+    webhook_with(certs, "")
+}
+
+/// [`webhook`] with more of the `registry` section (indented lines).
+fn webhook_with(certs: &Path, registry: &str) -> Server {
     let config = certs.join("webhook.yaml");
     std::fs::write(
         &config,
         format!(
-            "sidecarMode: classic\nregistry:\n  caFile: {}\n  budgetMilliseconds: {}\n",
+            "sidecarMode: classic\nregistry:\n  caFile: {}\n  budgetMilliseconds: {}\n{registry}",
             certs.join("ca.crt").display(),
             BUDGET.as_millis()
         ),
@@ -398,14 +390,17 @@ async fn basic_auth_with_a_pull_secret_s_credentials() {
     let certs = temp_dir("registry-auth");
     issue_certs(&certs, 30);
     let registry = Registry::start(&certs, true);
-    registry.push(&certs.join("ca.crt"), Some(&format!("{USER}:{PASSWORD}")));
+    registry.push(
+        &certs.join("ca.crt"),
+        Some(&format!("{}:{}", serve::USER, serve::PASSWORD)),
+    );
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::pem::PemObject::pem_file_iter(certs.join("ca.crt")).expect("ca")
     {
         let cert: rustls::pki_types::CertificateDer<'static> = cert.expect("cert");
         roots.add(cert).expect("add");
     }
-    let client = Client::new(roots).expect("TLS configuration");
+    let client = Client::new(roots, &[]).expect("TLS configuration");
     let image = Reference::parse(&format!("{}/private/runner:1", registry.host())).expect("ref");
     let platform = Platform::default();
     match client.image_command(&image, &platform, &[None]).await {
@@ -413,13 +408,13 @@ async fn basic_auth_with_a_pull_secret_s_credentials() {
         other => panic!("anonymous access to the private image: {other:?}"),
     }
     let secret = json!({"auths": {registry.host(): {
-        "auth": base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        "auth": base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", serve::USER, serve::PASSWORD))
     }}});
     let creds = auth::from_docker_config(secret.to_string().as_bytes(), &image)
         .expect("docker config")
         .expect("credentials for the registry");
     let wrong = auth::Credentials {
-        username: USER.into(),
+        username: serve::USER.into(),
         password: "wrong".into(),
     };
     let found = client
@@ -433,5 +428,74 @@ async fn basic_auth_with_a_pull_secret_s_credentials() {
             cmd: vec![],
         }
     );
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// `registry.plainHttpRegistries`: a registry without TLS is read over
+/// plain HTTP when listed, and only then (the same registry named
+/// `localhost:PORT`, not listed, is tried over HTTPS and the runner gets
+/// the fallback); a pull secret's credentials are never sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_only_to_the_listed_registries() {
+    let certs = temp_dir("registry-plain");
+    issue_certs(&certs, 30);
+    let registry = Registry::start_with(None, false);
+    registry.push(&certs.join("ca.crt"), None);
+    let host = registry.host();
+    let server = webhook_with(&certs, &format!("  plainHttpRegistries: ['{host}']\n"));
+    let mut conn = connect(server.addr, &server.ca(), Proto::H1)
+        .await
+        .expect("connect");
+    let (listed, _) = review(
+        &mut conn,
+        &pod(&format!("{host}/runner/entrypoint:1"), json!({})),
+    )
+    .await;
+    assert_eq!(
+        listed["command"].as_array().and_then(|c| c.last()),
+        Some(&json!("/entry.sh")),
+        "{listed}"
+    );
+    let unlisted = format!("localhost:{}/runner/entrypoint-cmd:1", registry.port);
+    let (fallback, _) = review(&mut conn, &pod(&unlisted, json!({}))).await;
+    assert_eq!(fallback["command"], Value::Null, "{fallback}");
+    assert_eq!(fallback["sidecar"], "--watch-runner=runner", "{fallback}");
+    assert!(
+        registry.requests("runner/entrypoint") > 0,
+        "{}",
+        registry.log()
+    );
+    assert_eq!(
+        registry.requests("runner/entrypoint-cmd"),
+        0,
+        "{}",
+        registry.log()
+    );
+    let log = server.log_text();
+    assert!(log.contains("registry: image command not found"), "{log}");
+
+    // A pull secret's credentials are not sent in clear, even to a listed registry.
+    let private = Registry::start_with(None, true);
+    private.push(
+        &certs.join("ca.crt"),
+        Some(&format!("{}:{}", serve::USER, serve::PASSWORD)),
+    );
+    let client = Client::new(rustls::RootCertStore::empty(), &[private.host()]).expect("client");
+    let image = Reference::parse(&format!("{}/private/runner:1", private.host())).expect("ref");
+    let creds = auth::Credentials {
+        username: serve::USER.into(),
+        password: serve::PASSWORD.into(),
+    };
+    let refused = client
+        .image_command(&image, &Platform::default(), &[None, Some(creds)])
+        .await;
+    match refused {
+        Err(FetchError::Invalid { problem, .. }) => {
+            assert!(problem.contains("never sent over plain HTTP"), "{problem}")
+        }
+        other => panic!("credentials over plain HTTP: {other:?}"),
+    }
+    // The registry saw the anonymous request (refused) and no other.
+    assert_eq!(private.requests("private/runner"), 1, "{}", private.log());
     let _ = std::fs::remove_dir_all(&certs);
 }

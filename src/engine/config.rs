@@ -77,6 +77,10 @@ pub struct RegistryConfig {
     /// PEM file of CA certificates trusted besides the system's (a private
     /// registry's CA; the image has no system certificates of its own).
     pub ca_file: Option<String>,
+    /// Registries (`host` or `host:port`, as images name them) reached over
+    /// plain HTTP, like containerd's `plain_http` hosts: anonymous only, a
+    /// pull secret is never sent in clear. Every other registry is HTTPS.
+    pub plain_http_registries: Vec<String>,
 }
 
 /// The webhook's default timeout is 10 s; the look-up must leave the rest
@@ -93,6 +97,7 @@ impl Default for RegistryConfig {
             failure_ttl_seconds: 60,
             read_pull_secrets: false,
             ca_file: None,
+            plain_http_registries: Vec::new(),
         }
     }
 }
@@ -547,6 +552,19 @@ impl RegistryConfig {
         check_seconds("registry.failureTtlSeconds", self.failure_ttl_seconds, 1)?;
         if self.ca_file.as_deref().is_some_and(|f| !f.starts_with('/')) {
             return Err(invalid("registry.caFile", "must be an absolute path"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, host) in self.plain_http_registries.iter().enumerate() {
+            let field = format!("registry.plainHttpRegistries[{i}]");
+            if !is_registry_host(host) {
+                return Err(invalid(
+                    field,
+                    format!("{host:?} is not a registry host or host:port"),
+                ));
+            }
+            if !seen.insert(host.as_str()) {
+                return Err(invalid(field, format!("{host:?} is listed twice")));
+            }
         }
         Ok(())
     }
@@ -1110,6 +1128,14 @@ mod tests {
             (
                 "dind:\n  daemonConfig: {configMap: docker, key: 'a/b'}",
                 "dind.daemonConfig.key",
+            ),
+            (
+                "registry:\n  plainHttpRegistries: ['http://r.local:5000']",
+                "registry.plainHttpRegistries[0]",
+            ),
+            (
+                "registry:\n  plainHttpRegistries: [r.local, r.local]",
+                "registry.plainHttpRegistries[1]",
             ),
             (
                 "dind:\n  registryCertificates: [{registry: 'https://r.local', configMap: ca}]",

@@ -78,7 +78,7 @@ impl Shape {
     /// names and set no override: classic with the supervisor, classic
     /// standalone (the policy delivery's unsupervised runner), native, and
     /// classic watching an unsupervised runner named `runner`. The policy
-    /// delivery reads the first three by position.
+    /// delivery reads them by position (all but classic standalone).
     pub fn defaults(config: &Config, dind: &Arc<DindConfig>) -> Vec<Shape> {
         let mut names = NameAllocator::new(Vec::new());
         let volumes = VolumeNames::allocate(&mut names, dind);

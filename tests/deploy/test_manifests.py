@@ -688,6 +688,23 @@ def test_reading_pull_secrets_is_opt_in(tmp_path):
     assert "secrets" not in json.dumps(default)
 
 
+def test_pull_secrets_component(dev_manifests, tmp_path):
+    """components/pull-secrets grants what the chart grants with
+    config.registry.readPullSecrets (the e2e suite gives the webhook's
+    identity exactly this, `make e2e E2E_ARGS=pull_secrets`), bound to the
+    base's ServiceAccount; the base alone grants neither."""
+    objs = with_component(dev_manifests, "pull-secrets", "../../base", "pull-secrets")
+    role = next(o for o in objs if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "dind-injector-pull-secrets")
+    chart = one(render_chart({"config": {"registry": {"readPullSecrets": True}}}, tmp_path), "ClusterRole")["rules"]
+    assert role["rules"] == [chart[-1]]
+    binding = next(o for o in objs if o["kind"] == "ClusterRoleBinding" and o["metadata"]["name"] == "dind-injector-pull-secrets")
+    sa = one(objs, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": sa["metadata"]["namespace"]}]
+    base = kustomize(dev_manifests / "base")
+    assert "secrets" not in json.dumps([o for o in base if o["kind"] == "ClusterRole"])
+
+
 def test_match_conditions_left_out_before_1_30(tmp_path):
     objs = render_chart({}, tmp_path, kube_version="1.29.4")
     wh = one(objs, "MutatingWebhookConfiguration")["webhooks"][0]

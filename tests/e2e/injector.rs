@@ -26,6 +26,22 @@ pub fn bin() -> PathBuf {
     )
 }
 
+/// `dind-injector certs --out DIR`: a dev CA (kept when `dir` has one) and
+/// a serving certificate for localhost and 127.0.0.1.
+pub fn certs(dir: &Path) -> Result<()> {
+    let out = Command::new(bin())
+        .args(["certs", "--out"])
+        .arg(dir)
+        .output()
+        .context("running dind-injector certs")?;
+    ensure!(
+        out.status.success(),
+        "dind-injector certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 pub struct Injector {
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
@@ -67,17 +83,7 @@ impl Injector {
     /// `dind-injector certs --out DIR`: the CA is kept, the serving
     /// certificate is new; the server picks it up from the watched files.
     pub fn issue_certs(&self) -> Result<()> {
-        let out = Command::new(bin())
-            .args(["certs", "--out"])
-            .arg(&self.certs)
-            .output()
-            .context("running dind-injector certs")?;
-        ensure!(
-            out.status.success(),
-            "dind-injector certs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
+        certs(&self.certs)
     }
 
     pub fn ca_pem(&self) -> Result<String> {

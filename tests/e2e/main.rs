@@ -26,6 +26,7 @@ mod pods;
 mod policy;
 mod procs;
 mod profiles;
+mod pull_secrets;
 mod runs;
 mod sandbox;
 mod scenarios;
@@ -154,6 +155,7 @@ async fn run(dir: &Path, filters: &[String], bench: bool) -> Result<Vec<String>>
         scenarios::own_deployment_passes_restricted,
         scenarios::shipped_manifests_accepted,
         scenarios::auto_mode_follows_old_nodes,
+        pull_secrets::pull_secrets_read_through_the_apiserver,
         policy::policy_objects_accepted,
         policy::policy_pods_match_webhook,
         policy::policy_invalid_annotations_refused,

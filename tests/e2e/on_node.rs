@@ -109,9 +109,41 @@ pub(crate) async fn job_condition(jobs: &Api<Job>, name: &str, condition: &str) 
     .await
 }
 
-/// Checks the pod as stored is injected in `mode`.
-async fn injected(api: &Api<Pod>, name: &str, mode: Mode) -> Result<()> {
-    check_injected(&api.get(name).await?, mode)
+/// Creates the Job `run` in `ns` from a pod template, checks its pod as
+/// stored with `check`, and watches the pod until it has ended, Succeeded
+/// with the runner's exit 0: the recording, and when it ended.
+async fn job_succeeds(
+    env: &Env,
+    ns: &str,
+    run: &str,
+    template: Value,
+    check: impl FnOnce(&Pod) -> Result<()>,
+) -> Result<(Recording, f64)> {
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": run},
+        "spec": {"backoffLimit": 0, "template": template}
+    }))?;
+    Api::<Job>::namespaced(env.client.clone(), ns)
+        .create(&PostParams::default(), &job)
+        .await?;
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let name = pod_of(&api, run).await?;
+    check(&api.get(&name).await?)?;
+    let mut rec = Recording::default();
+    let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
+    ensure!(
+        rec.phase() == "Succeeded",
+        "phase {}:\n{}",
+        rec.phase(),
+        rec.dump()
+    );
+    ensure!(
+        rec.exit_code(RUNNER)? == 0,
+        "runner exit code:\n{}",
+        rec.dump()
+    );
+    Ok((rec, ended))
 }
 
 pub(crate) async fn both<F, Fut>(f: F) -> Result<()>
@@ -141,32 +173,15 @@ pub(crate) async fn node_job_runs_docker(env: &mut Env) -> Result<()> {
 pub(crate) async fn job_runs_docker(env: &Env, ns: &str, mode: Mode, run: &str) -> Result<()> {
     let run = format!("{run}-{}", mode.as_str());
     let jobs: Api<Job> = Api::namespaced(env.client.clone(), ns);
-    let job: Job = serde_json::from_value(json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": run},
-        "spec": {
-            "backoffLimit": 0,
-            "template": template(env, mode, runner_labels(&run), &[("JOB_COMMANDS", DOCKER_JOB)], json!({})),
-        }
-    }))?;
+    let tpl = template(
+        env,
+        mode,
+        runner_labels(&run),
+        &[("JOB_COMMANDS", DOCKER_JOB)],
+        json!({}),
+    );
     let created = now();
-    jobs.create(&PostParams::default(), &job).await?;
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
-    let name = pod_of(&api, &run).await?;
-    injected(&api, &name, mode).await?;
-    let mut rec = Recording::default();
-    let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
-    ensure!(
-        rec.phase() == "Succeeded",
-        "phase {}:\n{}",
-        rec.phase(),
-        rec.dump()
-    );
-    ensure!(
-        rec.exit_code(RUNNER)? == 0,
-        "runner exit code:\n{}",
-        rec.dump()
-    );
+    let (rec, ended) = job_succeeds(env, ns, &run, tpl, |p| check_injected(p, mode)).await?;
     let mtu = format!("mtu={POD_MTU}");
     for needle in [
         "runner: docker ready",
@@ -201,50 +216,53 @@ pub(crate) async fn job_runs_docker(env: &Env, ns: &str, mode: Mode, run: &str) 
 /// before Docker answers (nothing holds it), so its job waits for Docker.
 pub(crate) async fn node_runner_without_command_completes(env: &mut Env) -> Result<()> {
     let env = &*env;
-    both(|mode| async move {
-        let run = format!("entrypoint-{}", mode.as_str());
-        let jobs: Api<Job> = Api::namespaced(env.client.clone(), RUNNERS);
-        let commands = format!(
-            "until docker version > /dev/null 2>&1; do sleep 0.2; done; {DOCKER_JOB}"
-        );
-        let vars = [("RUNNER_DOCKER_CHECK", "0"), ("JOB_COMMANDS", commands.as_str())];
-        let mut tpl = template(env, mode, runner_labels(&run), &vars, json!({}));
-        let runner = &mut tpl["spec"]["containers"][0];
-        runner["image"] = json!(env.images.runner_entrypoint);
-        runner
-            .as_object_mut()
-            .context("runner container")?
-            .remove("command");
-        let job: Job = serde_json::from_value(json!({
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": run},
-            "spec": {"backoffLimit": 0, "template": tpl}
-        }))?;
-        jobs.create(&PostParams::default(), &job).await?;
-        let api = runners(env);
-        let name = pod_of(&api, &run).await?;
-        check_injected_unsupervised(&api.get(&name).await?, mode)?;
-        let mut rec = Recording::default();
-        let ended = watch_until(&api, &name, &mut rec, RUN, "terminal", terminal).await?;
-        ensure!(rec.phase() == "Succeeded", "phase {}:\n{}", rec.phase(), rec.dump());
-        ensure!(rec.exit_code(RUNNER)? == 0, "runner exit code:\n{}", rec.dump());
-        rec.first(RUNNER, "file=from-the-job")?;
-        let exit = rec.first(RUNNER, "runner: exit 0")?.at;
-        if mode == Mode::Classic {
-            rec.first(DIND, "watching the runner container \"runner\"")?;
-            rec.first(DIND, "every process of the runner container \"runner\" has ended")?;
-        }
-        let complete = job_condition(&jobs, &run, "Complete").await?;
-        println!(
-            "e2e:   {}: runner from its image's ENTRYPOINT, unsupervised: its job ran Docker; runner exit → pod Succeeded {}, → Job Complete {}",
-            mode.as_str(),
-            secs(exit, ended),
-            secs(exit, complete),
-        );
-        jobs.delete(&run, &DeleteParams::background()).await?;
-        Ok(())
-    })
-    .await
+    both(|mode| runner_without_command_completes(env, RUNNERS, mode, "entrypoint")).await
+}
+
+/// A runner Job in `ns` (`run` names it) whose runner sets no command and
+/// whose image's command cannot be known completes; whoever injected it
+/// (the webhook, or the admission policy: issue 16).
+pub(crate) async fn runner_without_command_completes(
+    env: &Env,
+    ns: &str,
+    mode: Mode,
+    run: &str,
+) -> Result<()> {
+    let run = format!("{run}-{}", mode.as_str());
+    let jobs: Api<Job> = Api::namespaced(env.client.clone(), ns);
+    let commands =
+        format!("until docker version > /dev/null 2>&1; do sleep 0.2; done; {DOCKER_JOB}");
+    let vars = [
+        ("RUNNER_DOCKER_CHECK", "0"),
+        ("JOB_COMMANDS", commands.as_str()),
+    ];
+    let mut tpl = template(env, mode, runner_labels(&run), &vars, json!({}));
+    let runner = &mut tpl["spec"]["containers"][0];
+    runner["image"] = json!(env.images.runner_entrypoint);
+    runner
+        .as_object_mut()
+        .context("runner container")?
+        .remove("command");
+    let (rec, ended) =
+        job_succeeds(env, ns, &run, tpl, |p| check_injected_unsupervised(p, mode)).await?;
+    rec.first(RUNNER, "file=from-the-job")?;
+    let exit = rec.first(RUNNER, "runner: exit 0")?.at;
+    if mode == Mode::Classic {
+        rec.first(DIND, "watching the runner container \"runner\"")?;
+        rec.first(
+            DIND,
+            "every process of the runner container \"runner\" has ended",
+        )?;
+    }
+    let complete = job_condition(&jobs, &run, "Complete").await?;
+    println!(
+        "e2e:   {} in {ns}: runner from its image's ENTRYPOINT, unsupervised: its job ran Docker; runner exit → pod Succeeded {}, → Job Complete {}",
+        mode.as_str(),
+        secs(exit, ended),
+        secs(exit, complete),
+    );
+    jobs.delete(&run, &DeleteParams::background()).await?;
+    Ok(())
 }
 
 /// 2: a runner that exits 3 fails its Job's pod with the runner's code, and

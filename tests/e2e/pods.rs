@@ -60,16 +60,24 @@ fn env_value<'a>(c: &'a Value, name: &str) -> Option<&'a str> {
 
 /// Every part of the injection, as stored.
 pub fn check_injected(pod: &Pod, mode: Mode) -> Result<()> {
-    check_injected_as(pod, mode, true)
+    check_injected_as(pod, mode, Some(RUNNER_ENTRYPOINT))
+}
+
+/// [`check_injected`] for a runner supervised around `entrypoint` (its
+/// image's, read from a registry: issue 16).
+pub fn check_injected_running(pod: &Pod, mode: Mode, entrypoint: &str) -> Result<()> {
+    check_injected_as(pod, mode, Some(entrypoint))
 }
 
 /// [`check_injected`] for a runner whose command is unknown (issue 16):
 /// not supervised, and in classic mode watched by the sidecar instead.
 pub fn check_injected_unsupervised(pod: &Pod, mode: Mode) -> Result<()> {
-    check_injected_as(pod, mode, false)
+    check_injected_as(pod, mode, None)
 }
 
-fn check_injected_as(pod: &Pod, mode: Mode, supervised: bool) -> Result<()> {
+/// `supervised`: the program the supervisor must end with, or `None` for
+/// an unsupervised runner.
+fn check_injected_as(pod: &Pod, mode: Mode, supervised: Option<&str>) -> Result<()> {
     let v = serde_json::to_value(pod)?;
     let name = v["metadata"]["name"].as_str().unwrap_or("?").to_string();
     check(&v, mode, supervised).with_context(|| {
@@ -80,7 +88,7 @@ fn check_injected_as(pod: &Pod, mode: Mode, supervised: bool) -> Result<()> {
     })
 }
 
-fn check(v: &Value, mode: Mode, supervised: bool) -> Result<()> {
+fn check(v: &Value, mode: Mode, supervised: Option<&str>) -> Result<()> {
     let spec = &v["spec"];
     ensure!(
         v["metadata"]["annotations"][annotation::STATUS] == STATUS_INJECTED,
@@ -165,14 +173,14 @@ fn check(v: &Value, mode: Mode, supervised: bool) -> Result<()> {
         .as_array()
         .map(|c| c.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    if supervised {
+    if let Some(entrypoint) = supervised {
         ensure!(
             command.first() == Some(&path::BINARY) && command.get(1) == Some(&"supervise"),
             "runner not supervised: {command:?}"
         );
         ensure!(
-            command.last() == Some(&RUNNER_ENTRYPOINT),
-            "runner entrypoint lost: {command:?}"
+            command.last() == Some(&entrypoint),
+            "runner entrypoint {entrypoint} lost: {command:?}"
         );
     } else {
         ensure!(

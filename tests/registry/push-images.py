@@ -3,7 +3,11 @@
 distribution API (no Docker, nothing pulled): one shared layer (a tar with
 one file), and per image its config and manifest; a multi-platform index.
 
-    push-images.py https://127.0.0.1:PORT CA.pem [USER:PASSWORD]
+    push-images.py https://127.0.0.1:PORT CA.pem [USER:PASSWORD [TAG...]]
+
+With credentials, only the private image (ENTRYPOINT only), tagged `1`
+and each TAG (the e2e suite gives each of its cases a reference of its own,
+since the webhook caches by reference).
 
 Prints one line per pushed reference: `<name>:<tag> <manifest digest>`.
 """
@@ -31,6 +35,7 @@ base, ca = sys.argv[1], sys.argv[2]
 auth = None
 if len(sys.argv) > 3:
     auth = "Basic " + base64.b64encode(sys.argv[3].encode()).decode()
+private_tags = ["1"] + sys.argv[4:]
 context = ssl.create_default_context(cafile=ca)
 
 
@@ -108,7 +113,9 @@ def image(repo, tag, entrypoint, cmd, arch="amd64", oci=True, push_tag=True):
 
 
 if auth:
-    image("private/runner", "1", ["/private.sh"], None)
+    body, _ = image("private/runner", private_tags[0], ["/private.sh"], None)
+    for tag in private_tags[1:]:
+        manifest("private/runner", tag, body, OCI_MANIFEST)
     sys.exit(0)
 
 image("runner/entrypoint", "1", ["/entry.sh"], None)

@@ -16,8 +16,9 @@ use serde_json::Value;
 /// Fields whose value is a map in the Kubernetes API, not an object.
 const MAP_FIELDS: &[&str] = &["requests", "limits", "labels", "annotations"];
 
-/// A Rust value the engine built, with a hole: any string equal to a key of
-/// `holes` is written as that CEL expression instead of a literal.
+/// A Rust value the engine built, with holes: any string equal to a key of
+/// `holes` is written as that CEL expression instead of a literal, and a
+/// string containing one as a concatenation around it (a flag's value).
 pub struct Holes<'a>(pub &'a [(&'a str, &'a str)]);
 
 /// `value` as a CEL literal of type `type_path` (e.g. `Object.spec.volumes`).
@@ -31,10 +32,7 @@ pub fn literal_with(value: &Value, type_path: &str, holes: &Holes) -> String {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
-        Value::String(s) => match holes.0.iter().find(|(hole, _)| hole == s) {
-            Some((_, expression)) => (*expression).to_string(),
-            None => string(s),
-        },
+        Value::String(s) => filled(s, holes),
         Value::Array(items) => {
             let items: Vec<String> = items
                 .iter()
@@ -63,6 +61,21 @@ pub fn literal_with(value: &Value, type_path: &str, holes: &Holes) -> String {
             format!("{type_path}{{{}}}", fields.join(", "))
         }
     }
+}
+
+/// `s` as a CEL string expression, its holes filled.
+fn filled(s: &str, holes: &Holes) -> String {
+    for (hole, expression) in holes.0 {
+        if let Some((before, after)) = s.split_once(hole) {
+            let parts = [
+                (!before.is_empty()).then(|| string(before)),
+                Some((*expression).to_string()),
+                (!after.is_empty()).then(|| filled(after, holes)),
+            ];
+            return parts.into_iter().flatten().collect::<Vec<_>>().join(" + ");
+        }
+    }
+    string(s)
 }
 
 /// A CEL string literal. JSON's escapes (`\"`, `\\`, `\n`, `\uXXXX`) are
@@ -98,10 +111,14 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_and_holes_are_filled() {
-        let v = json!(["say \"hi\"\n", "IMAGE"]);
+        let v = json!(["say \"hi\"\n", "IMAGE", "--watch=NAME", "NAME:NAME"]);
         assert_eq!(
-            literal_with(&v, "x", &Holes(&[("IMAGE", "variables.runner.image")])),
-            r#"["say \"hi\"\n", variables.runner.image]"#
+            literal_with(
+                &v,
+                "x",
+                &Holes(&[("IMAGE", "variables.runner.image"), ("NAME", "n")])
+            ),
+            r#"["say \"hi\"\n", variables.runner.image, "--watch=" + n, n + ":" + n]"#
         );
     }
 }

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use super::build;
 use super::config::{Config, ConfigError, DindConfig, SidecarMode, MAX_SECONDS};
-use super::plan::{Shape, SharedDir};
+use super::plan::{Shape, SharedDir, SidecarRole};
 use super::profile::Profiles;
 use super::Mode;
 use crate::contract::{self, annotation, container, ANNOTATION_PREFIX};
@@ -43,6 +43,9 @@ const NAMESPACE_OPT_OUT_LABEL: &str = "dind-injector.io/injection";
 /// Strings in the built externals container that CEL fills from the runner.
 const RUNNER_IMAGE_HOLE: &str = "\u{0}runner-image";
 const RUNNER_PULL_HOLE: &str = "\u{0}runner-pull-policy";
+/// The runner container's name, which a classic sidecar watching an
+/// unsupervised runner is given (`--watch-runner=NAME`, and the marker).
+const RUNNER_NAME_HOLE: &str = "\u{0}runner-name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -660,7 +663,7 @@ fn variables(config: &Config, mode: Mode) -> Vec<Value> {
     if mode == Mode::Classic {
         vars.push(variable(
             "shareProcessNamespace",
-            "variables.supervised && !(has(object.spec.hostPID) && object.spec.hostPID) && \
+            "!(has(object.spec.hostPID) && object.spec.hostPID) && \
              !(has(object.spec.shareProcessNamespace) && object.spec.shareProcessNamespace)"
                 .into(),
         ));
@@ -683,30 +686,38 @@ fn append(has: &str, path: &str, items: &str) -> String {
 
 fn mutations(config: &Config, dind: &Arc<DindConfig>, mode: Mode) -> Result<Vec<Value>, Error> {
     let native = mode == Mode::Native;
-    let shapes = Shape::defaults(config, dind);
-    // Shape::defaults: classic supervised, classic standalone, native (then
-    // classic watching, which needs what the policy cannot add: a marker).
-    let (main, standalone) = if native {
+    let mut shapes = Shape::defaults(config, dind);
+    // Shape::defaults: classic supervised, classic standalone, native,
+    // classic watching. A classic runner whose command is not known is
+    // watched as the webhook watches it (else its Job would never
+    // complete): the sidecar and the marker name the runner container,
+    // which CEL fills in.
+    shapes[3].sidecar = SidecarRole::WatchRunner(RUNNER_NAME_HOLE.into());
+    let (main, unsupervised) = if native {
         (&shapes[2], &shapes[2])
     } else {
-        (&shapes[0], &shapes[1])
+        (&shapes[0], &shapes[3])
+    };
+    let runner_name = Holes(&[(RUNNER_NAME_HOLE, "variables.runner.name")]);
+    // `supervised` and `unsupervised` CEL of the same type, one choice.
+    let choose = |supervised: String, unsupervised: String| {
+        if native {
+            supervised
+        } else {
+            format!("(variables.supervised ? {supervised} : {unsupervised})")
+        }
     };
     let parts = build::parts(config, main)?;
-    let standalone_dind = build::parts(config, standalone)?.dind;
+    let unsupervised_dind = build::parts(config, unsupervised)?.dind;
     let dind_type = if native {
         "Object.spec.initContainers"
     } else {
         "Object.spec.containers"
     };
-    let dind = if native {
-        literal(&parts.dind, dind_type)
-    } else {
-        format!(
-            "(variables.supervised ? {} : {})",
-            literal(&parts.dind, dind_type),
-            literal(&standalone_dind, dind_type)
-        )
-    };
+    let dind = choose(
+        literal(&parts.dind, dind_type),
+        literal_with(&unsupervised_dind, dind_type, &runner_name),
+    );
 
     let mut out = Vec::new();
     // The status annotation.
@@ -769,9 +780,14 @@ fn mutations(config: &Config, dind: &Arc<DindConfig>, mode: Mode) -> Result<Vec<
         strings(&prefix)
     )));
 
-    let env = literal(
-        &Value::Array(build::runner_env(&[], main)?),
-        "Object.spec.containers.env",
+    let env_type = "Object.spec.containers.env";
+    let env = choose(
+        literal(&Value::Array(build::runner_env(&[], main)?), env_type),
+        literal_with(
+            &Value::Array(build::runner_env(&[], unsupervised)?),
+            env_type,
+            &runner_name,
+        ),
     );
     let env = format!(
         "{env}.filter(e, !has(variables.runner.env) || !variables.runner.env.exists(x, x.name == e.name))"
@@ -895,6 +911,61 @@ mod tests {
         );
         let default = to_yaml(&render(&Config::default()).unwrap()).unwrap();
         assert!(!default.contains("daemon.json"));
+    }
+
+    /// Issue 16: a classic runner whose command is not known is watched as
+    /// the webhook watches it (`--watch-runner=NAME`, the marker variable
+    /// with its name, the shared PID namespace), never left to a sidecar
+    /// that would keep its Job's pod running; native is left as it was.
+    #[test]
+    fn classic_unsupervised_runners_are_watched_as_by_the_webhook() {
+        let expressions = |mode: SidecarMode| {
+            let config = Config {
+                sidecar_mode: mode,
+                ..Config::default()
+            };
+            let objects = render(&config).unwrap();
+            let spec = &objects[0]["spec"];
+            let mut all: Vec<String> = spec["mutations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["jsonPatch"]["expression"].as_str().unwrap().to_string())
+                .collect();
+            all.extend(
+                spec["variables"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| format!("{}: {}", v["name"], v["expression"].as_str().unwrap())),
+            );
+            all
+        };
+        let watch = format!(
+            "\"--{}=\" + variables.runner.name",
+            crate::contract::cmdline::flag::WATCH_RUNNER
+        );
+        let marker = format!(
+            "{{name: \"{}\", value: variables.runner.name}}",
+            contract::RUNNER_MARKER_ENV
+        );
+        let classic = expressions(SidecarMode::Classic);
+        let dind = classic
+            .iter()
+            .find(|e| e.starts_with("[JSONPatch{op: \"add\", path: \"/spec/containers/-\""))
+            .unwrap();
+        assert!(dind.contains(" : Object.spec.containers{"), "{dind}");
+        assert!(dind.contains(&watch), "{dind}");
+        assert!(!dind.contains("--standalone"), "{dind}");
+        let env = classic.iter().find(|e| e.contains("/env")).unwrap();
+        assert!(env.contains(&marker), "{env}");
+        let share = classic
+            .iter()
+            .find(|e| e.starts_with("\"shareProcessNamespace\""))
+            .unwrap();
+        assert!(!share.contains("supervised"), "{share}");
+        let native = expressions(SidecarMode::Native).join("\n");
+        assert!(!native.contains(contract::RUNNER_MARKER_ENV) && !native.contains(&watch));
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::engine::{ImageCommand, Platform};
 /// Manifests and configs are small; a bigger body is refused, not read.
 pub const MAX_BODY: usize = 4 << 20;
 const MAX_REDIRECTS: usize = 5;
+/// Why a pull secret's credentials were not used.
+const CLEAR_TEXT: &str = "a pull secret's credentials are never sent over plain HTTP";
 /// One TCP connect (a registry that does not answer costs the review's
 /// budget at most anyway; this bounds the background completion).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,11 +85,18 @@ pub struct Fetched {
 #[derive(Clone)]
 pub struct Client {
     http: HttpClient<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    /// The `host[:port]`s reached over plain HTTP (`registry.plainHttpRegistries`).
+    plain_http: std::sync::Arc<[String]>,
 }
 
 impl Client {
-    /// HTTPS only, trusting `roots` (the system's and the configured CA file's).
-    pub fn new(roots: rustls::RootCertStore) -> Result<Client, rustls::Error> {
+    /// HTTPS, trusting `roots` (the system's and the configured CA file's),
+    /// but for the registries in `plain_http`: plain HTTP to them, and to
+    /// nothing else (a redirect or token realm elsewhere in clear is refused).
+    pub fn new(
+        roots: rustls::RootCertStore,
+        plain_http: &[String],
+    ) -> Result<Client, rustls::Error> {
         let tls = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
@@ -97,12 +106,17 @@ impl Client {
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_only()
+            .https_or_http()
             .enable_http1()
             .wrap_connector(http);
         Ok(Client {
             http: HttpClient::builder(TokioExecutor::new()).build(https),
+            plain_http: plain_http.into(),
         })
+    }
+
+    fn is_plain_http(&self, host: &str) -> bool {
+        self.plain_http.iter().any(|h| h == host)
     }
 
     /// The image's ENTRYPOINT and CMD for `platform`, trying each of
@@ -216,8 +230,13 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn url(&self, path: &str) -> String {
+        let scheme = if self.client.is_plain_http(&self.image.host) {
+            "http"
+        } else {
+            "https"
+        };
         format!(
-            "https://{}/v2/{}/{path}",
+            "{scheme}://{}/v2/{}/{path}",
             self.image.host, self.image.repository
         )
     }
@@ -230,6 +249,9 @@ impl Session<'_> {
         accept: &str,
         creds: Option<&Credentials>,
     ) -> Result<Bytes, FetchError> {
+        if creds.is_some() && url.starts_with("http://") {
+            return Err(FetchError::invalid(url, CLEAR_TEXT));
+        }
         self.authorization = None;
         let challenge = match self.request(url, accept).await? {
             Answer::Body(b) => return Ok(b),
@@ -285,6 +307,9 @@ impl Session<'_> {
         if let Some(service) = service {
             url.push_str(&format!("&service={}", encode(service)));
         }
+        if creds.is_some() && url.starts_with("http://") {
+            return Err(FetchError::invalid(&url, CLEAR_TEXT));
+        }
         self.authorization = creds.map(|c| header(&c.basic(), &url)).transpose()?;
         let body = match self.request(&url, "application/json").await? {
             Answer::Body(b) => b,
@@ -308,6 +333,15 @@ impl Session<'_> {
             let uri: Uri = url
                 .parse()
                 .map_err(|e| FetchError::invalid(&url, format!("not a URL: {e}")))?;
+            let plain_allowed = uri
+                .authority()
+                .is_some_and(|a| self.client.is_plain_http(a.as_str()));
+            if uri.scheme_str() != Some("https") && !plain_allowed {
+                return Err(FetchError::invalid(
+                    &url,
+                    "plain HTTP to a host not in registry.plainHttpRegistries",
+                ));
+            }
             let mut req = Request::get(uri.clone());
             if let Some(a) = &authorization {
                 req = req.header(AUTHORIZATION, a.clone());

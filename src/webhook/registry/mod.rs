@@ -167,6 +167,7 @@ pub async fn from_config(config: &RegistryConfig) -> Result<Option<Arc<Resolver>
         None
     };
     tracing::info!(system_cas = added, ca_file = ?config.ca_file, budget_ms = config.budget_milliseconds,
+        plain_http = ?config.plain_http_registries,
         read_pull_secrets = kube.is_some(), "registry: runners without a command are looked up");
     Ok(Some(Arc::new(Resolver::new(config.clone(), roots, kube)?)))
 }
@@ -190,7 +191,7 @@ impl Resolver {
         kube: Option<kube::Client>,
     ) -> Result<Resolver, rustls::Error> {
         Ok(Resolver {
-            client: Client::new(roots)?,
+            client: Client::new(roots, &config.plain_http_registries)?,
             config,
             kube,
             cache: Mutex::default(),
