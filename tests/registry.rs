@@ -324,7 +324,12 @@ async fn the_webhook_reads_runners_commands_from_a_real_registry() {
     for line in [registry_line.as_str(), none_line.as_str()] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
-    let log = server.log_text();
+    let log = server
+        .log_with(&[
+            "\"command_source\":\"registry\"",
+            "\"command_source\":\"none\"",
+        ])
+        .await;
     assert!(
         log.contains("\"command_source\":\"registry\"")
             && log.contains("\"command_source\":\"none\""),
@@ -471,7 +476,9 @@ async fn plain_http_only_to_the_listed_registries() {
         "{}",
         registry.log()
     );
-    let log = server.log_text();
+    let log = server
+        .log_with(&["registry: image command not found"])
+        .await;
     assert!(log.contains("registry: image command not found"), "{log}");
 
     // A pull secret's credentials are not sent in clear, even to a listed registry.

@@ -107,7 +107,9 @@ async fn every_decision_over_http2_and_http1() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
-    let log = server.log_text();
+    let log = server
+        .log_with(&[r#""uid":"uid-job-pod-H2""#, r#""owner":"Job/ci-runner""#])
+        .await;
     assert!(
         log.contains(r#""uid":"uid-job-pod-H2""#) && log.contains(r#""owner":"Job/ci-runner""#),
         "{log}"
@@ -560,7 +562,10 @@ async fn certificate_rotation_under_load_fails_no_request() {
         expected.as_ref(),
         "the rotated certificate is served"
     );
-    assert!(server.log_text().contains("serving certificate reloaded"));
+    assert!(server
+        .log_with(&["serving certificate reloaded"])
+        .await
+        .contains("serving certificate reloaded"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,7 +710,9 @@ async fn auto_mode_without_an_api_falls_back_to_classic() {
         metrics.contains(r#"dind_injector_sidecar_mode{mode="native"} 0"#),
         "{metrics}"
     );
-    let log = server.log_text();
+    let log = server
+        .log_with(&["no answer from the Kubernetes API; using classic"])
+        .await;
     assert!(
         log.contains("no answer from the Kubernetes API; using classic"),
         "{log}"

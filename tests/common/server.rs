@@ -134,6 +134,20 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it contains every one of `needles` (the server's writer
+    /// thread writes lines a little after the answer: up to its 2 ms linger
+    /// and a write), or as it is after 5 s.
+    pub async fn log_with(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.log_text();
+            if needles.iter().all(|n| text.contains(n)) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The metrics once they contain `line` (background tasks such as the
     /// sidecar-mode detection report asynchronously), or as they are after 5 s.
     pub async fn metrics_with(&self, line: &str) -> String {

@@ -167,6 +167,20 @@ impl Injector {
         std::fs::read_to_string(self.dir.join("injector.log")).unwrap_or_default()
     }
 
+    /// The log once `found` says it holds what is looked for (the webhook's
+    /// writer thread writes a line a little after the answer), or as it is
+    /// after 5 s.
+    pub async fn log_until(&self, found: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if found(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> Result<Metrics> {
         let mut tcp = TcpStream::connect(self.metrics).await?;
         tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: e2e\r\nConnection: close\r\n\r\n")

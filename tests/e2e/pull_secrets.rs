@@ -216,15 +216,16 @@ fn runner(host: &str, tag: &str, spec: Value) -> Result<Pod> {
 
 /// The webhook's review line for pod `name` in [`NS`]: how the runner's
 /// command was found.
-fn command_source(env: &Env, name: &str) -> Result<String> {
-    env.injector
-        .log()
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == "review" && v["namespace"] == NS && v["pod"] == name)
-        .find(|v| v["dry_run"] == false)
-        .and_then(|v| v["command_source"].as_str().map(str::to_string))
+async fn command_source(env: &Env, name: &str) -> Result<String> {
+    let find = |log: &str| {
+        log.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "review" && v["namespace"] == NS && v["pod"] == name)
+            .find(|v| v["dry_run"] == false)
+            .and_then(|v| v["command_source"].as_str().map(str::to_string))
+    };
+    find(&env.injector.log_until(|log| find(log).is_some()).await)
         .with_context(|| format!("no review line for pod {name} in the webhook log"))
 }
 
@@ -375,7 +376,7 @@ async fn cases(env: &Env, host: &str) -> Result<()> {
         (TAGS[5], "none"),
     ];
     for (name, source) in want {
-        let got = command_source(env, name)?;
+        let got = command_source(env, name).await?;
         ensure!(
             got == source,
             "pod {name}: command_source {got:?}, want {source:?}"

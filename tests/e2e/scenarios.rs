@@ -91,7 +91,10 @@ async fn sidecar_mode_is(env: &Env, mode: Mode) -> Result<()> {
 /// nodes: native sidecars.
 pub(crate) async fn auto_mode_picks_native(env: &mut Env) -> Result<()> {
     sidecar_mode_is(env, Mode::Native).await?;
-    let log = env.injector.log();
+    let log = env
+        .injector
+        .log_until(|log| log.contains("\"mode\":\"native\"") && log.contains("1.37"))
+        .await;
     ensure!(
         log.contains("\"mode\":\"native\"") && log.contains("1.37"),
         "the detection is not logged with its version: {log}"
@@ -297,7 +300,10 @@ pub(crate) async fn dry_run_stores_nothing(env: &mut Env) -> Result<()> {
         after - before
     );
     ensure!(
-        env.injector.log().contains("\"dry_run\":true"),
+        env.injector
+            .log_until(|log| log.contains("\"dry_run\":true"))
+            .await
+            .contains("\"dry_run\":true"),
         "the review log does not say dry_run"
     );
     Ok(())
