@@ -13,7 +13,9 @@
 # machine's noise. Then dind-injector at half its own 8x8 maximum (p50/p99),
 # and each server's peak RSS (VmHWM) per body. Run by `make bench-load`.
 # BEFORE_BIN=path/to/an/earlier/dind-injector adds that build as a fourth
-# server (before/after in the same run).
+# server (before/after in the same run); BIN=path replaces the freshly built
+# dind-injector (the static build of `make static`, to set it against a
+# static BEFORE_BIN: both with the same C library).
 # Bounded: every run lasts DURATION seconds, all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +34,7 @@ echo "==> building release binaries"
 # dind-injector's own code does not use).
 cargo build --release --locked --features peer --bin dind-injector \
     --example ceiling_server --example peer_webhook
-BIN=$TARGET_DIR/release/dind-injector
+BIN=${BIN:-$TARGET_DIR/release/dind-injector}
 CEILING=$TARGET_DIR/release/examples/ceiling_server
 PEER=$TARGET_DIR/release/examples/peer_webhook
 
