@@ -268,7 +268,7 @@ async fn memory_comes_back_after_bursts_of_worst_case_bodies() {
 /// before the fix 12 MiB above after the first burst and 30 MiB after the
 /// fourth; with glibc's thresholds fixed, 1.6 to 7.5 MiB (freed TLS records
 /// pinned in the arenas); with the trim after the large lane empties too,
-/// 0.9 to 1.6 MiB.
+/// 0.8 to 1.2 MiB.
 const SETTLED_MARGIN: u64 = 4 * MIB;
 
 /// The anonymous resident memory of `pid`, in bytes (`RssAnon`: the heap
