@@ -13,7 +13,9 @@
 # machine's noise. Then dind-injector at half its own 8x8 maximum (p50/p99),
 # and each server's peak RSS (VmHWM) per body. Run by `make bench-load`.
 # BEFORE_BIN=path/to/an/earlier/dind-injector adds that build as a fourth
-# server (before/after in the same run).
+# server (before/after in the same run); BIN=path replaces the freshly built
+# dind-injector (the static build of `make static`, to set it against a
+# static BEFORE_BIN: both with the same C library).
 # Bounded: every run lasts DURATION seconds, all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,21 +28,21 @@ if ! command -v h2load >/dev/null; then
     echo "==> installing h2load (Debian nghttp2-client)"
     apt-get install -y -qq nghttp2-client >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 fi
-# BIN, CEILING and PEER may name builds made earlier (all three, or none:
-# then they are built here).
-if [ -z "${BIN:-}${CEILING:-}${PEER:-}" ]; then
+# BIN, CEILING and PEER may name builds made earlier; whichever is not
+# given is built here.
+if [ -z "${BIN:-}" ] || [ -z "${CEILING:-}" ] || [ -z "${PEER:-}" ]; then
     echo "==> building release binaries"
     # One invocation, so the three share one build of the dependencies (the
     # `peer` feature adds kube-core's admission types and axum's Json, which
     # dind-injector's own code does not use).
     cargo build --release --locked --features peer --bin dind-injector \
         --example ceiling_server --example peer_webhook
-    BIN=$TARGET_DIR/release/dind-injector
-    CEILING=$TARGET_DIR/release/examples/ceiling_server
-    PEER=$TARGET_DIR/release/examples/peer_webhook
+    BIN=${BIN:-$TARGET_DIR/release/dind-injector}
+    CEILING=${CEILING:-$TARGET_DIR/release/examples/ceiling_server}
+    PEER=${PEER:-$TARGET_DIR/release/examples/peer_webhook}
 fi
 for b in "$BIN" "$CEILING" "$PEER"; do
-    [ -x "$b" ] || { echo "load.sh: $b is not an executable (set BIN, CEILING and PEER together)" >&2; exit 2; }
+    [ -x "$b" ] || { echo "load.sh: $b is not an executable" >&2; exit 2; }
 done
 
 WORK=$(mktemp -d)

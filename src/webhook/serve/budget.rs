@@ -88,7 +88,13 @@ pub struct Gate {
     budget: Budget,
     small: Lane,
     large: Lane,
+    /// Called when the last large body in flight is let go.
+    large_drained: Option<Drained>,
 }
+
+/// What is called when the large lane empties (`serve` gives the memory of
+/// a burst of large bodies back then).
+type Drained = Arc<dyn Fn() + Send + Sync>;
 
 /// The two budgets of one lane.
 struct Lane {
@@ -116,8 +122,31 @@ impl Lane {
 }
 
 /// Room for one body: given back when dropped (after the answer is built).
-#[derive(Debug)]
-pub struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Admitted {
+    permit: Option<OwnedSemaphorePermit>,
+    /// For a large body: the lane's bytes, to tell when it is empty.
+    large: Option<(Arc<Semaphore>, usize, Drained)>,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted")
+            .field("permit", &self.permit)
+            .field("large", &self.large.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        if let Some((bytes, capacity, drained)) = &self.large {
+            if bytes.available_permits() == *capacity {
+                drained();
+            }
+        }
+    }
+}
 
 impl Gate {
     pub fn new(budget: Budget, max_body: usize) -> Result<Self, Invalid> {
@@ -143,8 +172,16 @@ impl Gate {
                 concurrent,
             ),
             large: Lane::new(budget.inflight_bytes, max_body, concurrent),
+            large_drained: None,
             budget,
         })
+    }
+
+    /// Calls `drained` each time the large-body lane empties: a body over
+    /// [`Budget::small_body`] was let go and no other is in flight.
+    pub fn on_large_drained(mut self, drained: impl Fn() + Send + Sync + 'static) -> Self {
+        self.large_drained = Some(Arc::new(drained));
+        self
     }
 
     fn lane(&self, size: usize) -> &Lane {
@@ -163,10 +200,20 @@ impl Gate {
         };
         let lane = self.lane(size);
         let acquire = acquire(&lane.bytes, size, lane.bytes_cap);
-        match tokio::time::timeout(self.budget.wait, acquire).await {
-            Ok(Some(permit)) => Ok(Admitted(permit)),
-            _ => Err(full),
-        }
+        let permit = match tokio::time::timeout(self.budget.wait, acquire).await {
+            Ok(Some(permit)) => permit,
+            _ => return Err(full),
+        };
+        let large = match &self.large_drained {
+            Some(drained) if size > self.budget.small_body => {
+                Some((lane.bytes.clone(), lane.bytes_cap, drained.clone()))
+            }
+            _ => None,
+        };
+        Ok(Admitted {
+            permit: Some(permit),
+            large,
+        })
     }
 
     /// Runs `decide` (the review of a body of `size` bytes) once there is
@@ -355,6 +402,25 @@ mod tests {
             .expect("slot")
             .expect("no panic");
         gate.decide(10, || ()).await.expect("alone").expect("ok");
+    }
+
+    /// The hook runs when the last large body is let go, not before, and
+    /// never for small bodies.
+    #[tokio::test]
+    async fn the_large_lane_tells_when_it_empties() {
+        let drained = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = drained.clone();
+        let gate = gate(100, 1).on_large_drained(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let times = || drained.load(std::sync::atomic::Ordering::SeqCst);
+        drop(gate.admit_body(2).await.expect("small"));
+        assert_eq!(times(), 0, "a small body");
+        let (first, second) = (gate.admit_body(10).await, gate.admit_body(3).await);
+        drop(first.expect("room"));
+        assert_eq!(times(), 0, "another large body is still in flight");
+        drop(second.expect("room"));
+        assert_eq!(times(), 1);
     }
 
     /// A flood of largest bodies fills the large lane; small bodies (real

@@ -4,8 +4,10 @@
 //! the server ([`server`]): TLS with reloadable certificates ([`tls`]), a
 //! bounded accept loop ([`listener`]), the routes ([`routes`]), Prometheus
 //! metrics on a separate plain-HTTP port ([`metrics`]) and `sidecarMode:
-//! auto` ([`autodetect`]).
+//! auto` ([`autodetect`]); glibc's malloc is told to give large blocks back
+//! first (`allocator`).
 
+mod allocator;
 pub mod autodetect;
 pub mod budget;
 pub mod listener;
@@ -161,6 +163,12 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn serve(args: Args) -> Result<()> {
+    if let Err(setting) = allocator::give_back_large_blocks() {
+        tracing::warn!(
+            setting,
+            "the C library refused a malloc setting: memory freed after large bodies may stay resident"
+        );
+    }
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

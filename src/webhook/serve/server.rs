@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{autodetect, budget, listener, metrics, namespaces, routes, tls};
+use super::{allocator, autodetect, budget, listener, metrics, namespaces, routes, tls};
 use crate::engine::config::SidecarMode;
 use crate::engine::{Engine, Mode};
 
@@ -101,7 +101,9 @@ pub struct Options {
 
 /// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(options: Options, engine: Engine) -> anyhow::Result<()> {
-    let gate = budget::Gate::new(options.budget.clone(), options.max_body_bytes)?;
+    let trimmer = allocator::Trimmer::start();
+    let gate = budget::Gate::new(options.budget.clone(), options.max_body_bytes)?
+        .on_large_drained(move || trimmer.request());
     let provider = crate::crypto::provider();
     let store = Arc::new(
         tls::CertStore::load(&options.tls_cert, &options.tls_key, provider.clone())
