@@ -113,9 +113,17 @@ pub(crate) async fn node_profiles_take_effect(env: &mut Env) -> Result<()> {
 
 async fn profiles_take_effect(env: &Env) -> Result<()> {
     // Not synced, not serving: the list comes before the first review.
-    let log = env.injector.log();
+    // (The writer thread may not have written the "serving" line yet.)
+    let waiting = "namespaceProfiles: waiting for the first list";
+    let log = env
+        .injector
+        .log_until(|log| {
+            log.rfind(waiting)
+                .is_some_and(|at| log[at..].contains("\"message\":\"serving\""))
+        })
+        .await;
     let restart = log
-        .rfind("namespaceProfiles: waiting for the first list")
+        .rfind(waiting)
         .context("the webhook did not wait for the namespaces")?;
     let after = &log[restart..];
     let listed = after.find("namespaceProfiles: namespaces listed");
