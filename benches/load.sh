@@ -10,7 +10,7 @@
 # and the 10 KB runner pod (tests/fixtures/bench-runner-pod.json) in a review.
 # Loads: c=1, c=16, c=64 connections of one stream each, and 8 connections x
 # 8 streams; the servers take turns at each load, so they share the
-# machine's noise. Then dind-injector at half its own 8x8 maximum (p50/p99),
+# machine's noise. Then dind-injector at half its own 8x8 and c=16 maxima (p50/p99),
 # and each server's peak RSS (VmHWM) per body. Run by `make bench-load`.
 # BEFORE_BIN=path/to/an/earlier/dind-injector adds that build as a fourth
 # server (before/after in the same run); BIN=path replaces the freshly built
@@ -106,8 +106,8 @@ echo "| body | load | before req/s | now req/s | now / before | p50 / p99 ms bef
 echo "|---|---|---:|---:|---:|---:|---:|---:|" >>"$BEFORE_TABLE"
 echo "| body | load | ceiling req/s | peer req/s | dind-injector req/s | dind / peer | dind / ceiling | p50 / p99 ms ceiling | peer | dind-injector | CPU µs/req ceiling / peer / dind | failed |" >"$TABLE"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$TABLE"
-echo "| body | offered (half its 8x8 maximum) | req/s | p50 ms | p99 ms | failed |" >"$HALF_TABLE"
-echo "|---|---:|---:|---:|---:|---:|" >>"$HALF_TABLE"
+echo "| body | load | offered (half its maximum there) | req/s | p50 ms | p99 ms | failed |" >"$HALF_TABLE"
+echo "|---|---|---:|---:|---:|---:|---:|" >>"$HALF_TABLE"
 echo "| body | ceiling | peer | dind-injector | RssAnon at the end: ceiling / peer / dind |" >"$RSS_TABLE"
 echo "|---|---:|---:|---:|---:|" >>"$RSS_TABLE"
 
@@ -125,7 +125,7 @@ for body in review pod10k; do
             --tls-cert "$CERT" --tls-key "$KEY" --log-format json)
     fi
     echo "==> $body: $(wc -c <"$BODY") bytes, answer $(wc -c <"$WORK/answer-$body.json") bytes; ${DURATION}s per run"
-    MAX8=0
+    MAX8=0 MAX16=0
     for load in $LOADS; do
         conns=${load%x*} streams=${load#*x}
         t0=$(ticks "ceiling-$body")
@@ -144,16 +144,22 @@ for body in review pod10k; do
             echo "| $body | $load | $B_RPS | $W_RPS | $(python3 -c "print(f'{$W_RPS / $B_RPS:.2f}')") | $B_P50 / $B_P99 | $W_P50 / $W_P99 | $B_CPU / $W_CPU |" >>"$BEFORE_TABLE"
         fi
         [ "$load" = 8x8 ] && MAX8=$W_RPS
+        [ "$load" = 16x1 ] && MAX16=$W_RPS
         label="c=$conns"; [ "$streams" != 1 ] && label="${conns}x${streams}"
         ratios=$(python3 -c "print(f'{$W_RPS / $P_RPS:.2f} | {$W_RPS / $C_RPS:.2f}')")
         row="| $body | $label | $C_RPS | $P_RPS | $W_RPS | $ratios | $C_P50 / $C_P99 | $P_P50 / $P_P99 | $W_P50 / $W_P99 | $C_CPU / $P_CPU / $W_CPU | $((C_F + P_F + W_F)) |"
         echo "$row" | tee -a "$TABLE"
     done
-    if [ "$MAX8" != 0 ]; then
-        per_conn=$(python3 -c "print(max(1, int($MAX8 / 2 / 8)))")
-        read -r H_RPS H_P50 H_P99 H_F < <(run "wh-$body" "$WEBHOOK" "$BODY" 8 8 --rps="$per_conn")
-        echo "| $body | $((per_conn * 8)) | $H_RPS | $H_P50 | $H_P99 | $H_F |" | tee -a "$HALF_TABLE"
-    fi
+    # Half of its own maximum at 8x8 and at c=16: at 8x8 a connection's
+    # streams queue behind each other in its one TLS stream, which the
+    # latency of every server shows; c=16 is one request per connection.
+    for half in "8 8 $MAX8 8x8" "16 1 $MAX16 c=16"; do
+        read -r conns streams max label <<<"$half"
+        [ "$max" != 0 ] || continue
+        per_conn=$(python3 -c "print(max(1, int($max / 2 / $conns)))")
+        read -r H_RPS H_P50 H_P99 H_F < <(run "wh-$body-$conns" "$WEBHOOK" "$BODY" "$conns" "$streams" --rps="$per_conn")
+        echo "| $body | $label | $((per_conn * conns)) | $H_RPS | $H_P50 | $H_P99 | $H_F |" | tee -a "$HALF_TABLE"
+    done
     echo "| $body | $(rss "ceiling-$body") | $(rss "peer-$body") | $(rss "webhook-$body") | $(anon "ceiling-$body") / $(anon "peer-$body") / $(anon "webhook-$body") |" >>"$RSS_TABLE"
     if [ -n "${BEFORE_BIN:-}" ]; then
         echo "| $body, the earlier build | | | $(rss "before-$body") | $(anon "before-$body") |" >>"$RSS_TABLE"
@@ -167,7 +173,7 @@ echo "Throughput (h2load -t 1, ${DURATION}s after 2s warm-up; loads c=N are N co
 echo
 cat "$TABLE"
 echo
-echo "dind-injector at half its own 8x8 maximum:"
+echo "dind-injector at half its own maximum (8x8 and c=16):"
 echo
 cat "$HALF_TABLE"
 echo
