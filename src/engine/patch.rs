@@ -230,6 +230,9 @@ fn pointer(path: &str) -> Result<PointerBuf, EngineBug> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
     #[test]
     fn json_strings_are_written_as_serde_json_writes_them() {
         let cases = [
@@ -242,13 +245,10 @@ mod tests {
         ];
         for s in cases {
             let mut ours = Vec::new();
-            super::write_json_str(&mut ours, s).unwrap();
+            write_json_str(&mut ours, s).unwrap();
             assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");
         }
     }
-
-    use super::*;
-    use serde_json::json;
 
     /// Applies the changes both ways (ours and the strict implementation),
     /// and checks that the bytes written are serde_json's for the patch.

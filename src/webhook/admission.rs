@@ -563,7 +563,8 @@ fn write_warnings<'w>(out: &mut Vec<u8>, warnings: impl ExactSizeIterator<Item =
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut *out, &*cut(w, MAX_WARNING_CHARS));
+        // A Vec never fails to take bytes.
+        let _ = write_json_str(out, &cut(w, MAX_WARNING_CHARS));
     }
     out.push(b']');
 }

@@ -138,27 +138,23 @@ impl Server {
     /// thread writes lines a little after the answer: up to its 2 ms linger
     /// and a write), or as it is after 5 s.
     pub async fn log_with(&self, needles: &[&str]) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = self.log_text();
-            if needles.iter().all(|n| text.contains(n)) || std::time::Instant::now() > deadline {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        settled(
+            || async { self.log_text() },
+            |text| needles.iter().all(|n| text.contains(n)),
+            Duration::from_millis(20),
+        )
+        .await
     }
 
     /// The metrics once they contain `line` (background tasks such as the
     /// sidecar-mode detection report asynchronously), or as they are after 5 s.
     pub async fn metrics_with(&self, line: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = self.metrics_text().await;
-            if text.contains(line) || std::time::Instant::now() > deadline {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        settled(
+            || self.metrics_text(),
+            |text| text.contains(line),
+            Duration::from_millis(50),
+        )
+        .await
     }
 
     pub async fn metrics_text(&self) -> String {
@@ -166,6 +162,23 @@ impl Server {
             .await
             .expect("metrics port answers");
         text
+    }
+}
+
+/// What `read` gives once `done` holds for it, read every `every`, or as
+/// it is after 5 s (the caller's assertion then says what is missing).
+async fn settled<F: std::future::Future<Output = String>>(
+    mut read: impl FnMut() -> F,
+    done: impl Fn(&str) -> bool,
+    every: Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = read().await;
+        if done(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

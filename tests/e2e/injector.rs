@@ -29,17 +29,7 @@ pub fn bin() -> PathBuf {
 /// `dind-injector certs --out DIR`: a dev CA (kept when `dir` has one) and
 /// a serving certificate for localhost and 127.0.0.1.
 pub fn certs(dir: &Path) -> Result<()> {
-    let out = Command::new(bin())
-        .args(["certs", "--out"])
-        .arg(dir)
-        .output()
-        .context("running dind-injector certs")?;
-    ensure!(
-        out.status.success(),
-        "dind-injector certs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    crate::sandbox::output(bin(), &["certs", "--out", &dir.to_string_lossy()]).map(drop)
 }
 
 pub struct Injector {

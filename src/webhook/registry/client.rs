@@ -23,8 +23,6 @@ use crate::engine::{ImageCommand, Platform};
 /// Manifests and configs are small; a bigger body is refused, not read.
 pub const MAX_BODY: usize = 4 << 20;
 const MAX_REDIRECTS: usize = 5;
-/// Why a pull secret's credentials were not used.
-const CLEAR_TEXT: &str = "a pull secret's credentials are never sent over plain HTTP";
 /// One TCP connect (a registry that does not answer costs the review's
 /// budget at most anyway; this bounds the background completion).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -249,9 +247,7 @@ impl Session<'_> {
         accept: &str,
         creds: Option<&Credentials>,
     ) -> Result<Bytes, FetchError> {
-        if creds.is_some() && url.starts_with("http://") {
-            return Err(FetchError::invalid(url, CLEAR_TEXT));
-        }
+        refuse_clear_text(url, creds)?;
         self.authorization = None;
         let challenge = match self.request(url, accept).await? {
             Answer::Body(b) => return Ok(b),
@@ -307,9 +303,7 @@ impl Session<'_> {
         if let Some(service) = service {
             url.push_str(&format!("&service={}", encode(service)));
         }
-        if creds.is_some() && url.starts_with("http://") {
-            return Err(FetchError::invalid(&url, CLEAR_TEXT));
-        }
+        refuse_clear_text(&url, creds)?;
         self.authorization = creds.map(|c| header(&c.basic(), &url)).transpose()?;
         let body = match self.request(&url, "application/json").await? {
             Answer::Body(b) => b,
@@ -368,11 +362,7 @@ impl Session<'_> {
                     .and_then(|l| l.to_str().ok())
                     .ok_or_else(|| FetchError::invalid(&url, "a redirect without Location"))?;
                 let next = resolve(&uri, next);
-                let same_host = next
-                    .parse::<Uri>()
-                    .ok()
-                    .is_some_and(|n| n.authority() == uri.authority());
-                if !same_host {
+                if !keeps_authorization(&uri, &next) {
                     authorization = None;
                 }
                 url = next;
@@ -411,6 +401,29 @@ impl Session<'_> {
 enum Answer {
     Body(Bytes),
     Unauthorized(Option<Challenge>),
+}
+
+/// Whether a redirect from `from` to `to` may carry the request's
+/// Authorization: only to the same host and port, and never from HTTPS down
+/// to plain HTTP (a listed plain-HTTP host that also serves HTTPS would
+/// otherwise get a pull secret's token in clear).
+fn keeps_authorization(from: &Uri, to: &str) -> bool {
+    to.parse::<Uri>().ok().is_some_and(|to| {
+        to.authority() == from.authority()
+            && (to.scheme_str() == Some("https") || from.scheme_str() != Some("https"))
+    })
+}
+
+/// A pull secret's credentials are never sent over plain HTTP: a request
+/// with them to an `http://` URL is refused before anything is sent.
+fn refuse_clear_text(url: &str, creds: Option<&Credentials>) -> Result<(), FetchError> {
+    if creds.is_some() && url.starts_with("http://") {
+        return Err(FetchError::invalid(
+            url,
+            "a pull secret's credentials are never sent over plain HTTP",
+        ));
+    }
+    Ok(())
 }
 
 fn header(value: &str, url: &str) -> Result<HeaderValue, FetchError> {
@@ -528,6 +541,26 @@ mod tests {
         assert!(!is_index(
             &json!({"mediaType": MANIFEST_TYPES[0], "config": {}})
         ));
+    }
+
+    #[test]
+    fn authorization_follows_redirects_to_the_same_host_and_never_into_clear_text() {
+        let https: Uri = "https://r.example:5000/v2/x/manifests/1".parse().unwrap();
+        let http: Uri = "http://r.example:5000/v2/x/manifests/1".parse().unwrap();
+        let cases = [
+            (&https, "https://r.example:5000/v2/x/blobs/sha256:aa", true),
+            (&https, "https://cdn.example/blob", false),
+            (&https, "https://r.example:5001/v2/x/blobs/sha256:aa", false),
+            (&https, "http://r.example:5000/v2/x/blobs/sha256:aa", false),
+            (&https, "not a url", false),
+            // A listed plain-HTTP registry: its own (anonymous) token stays.
+            (&http, "http://r.example:5000/v2/x/blobs/sha256:aa", true),
+            (&http, "https://r.example:5000/v2/x/blobs/sha256:aa", true),
+            (&http, "http://other.example:5000/blob", false),
+        ];
+        for (from, to, keeps) in cases {
+            assert_eq!(keeps_authorization(from, to), keeps, "{from} -> {to}");
+        }
     }
 
     #[test]
