@@ -51,7 +51,7 @@ HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)-k8s1.$(HELM_KUBE_MINOR)/helm
 KUSTOMIZE := $(TOOLS_DIR)/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 PYTEST_VERSION ?= 9.2.0
 
-.PHONY: soak fuzz fuzz-build chart image image-deps chart-policies all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
+.PHONY: hot-functions soak fuzz fuzz-build chart image image-deps chart-policies all build run certs dev-certs test e2e e2e-deps install-packages bench-e2e unit schema deploy-test tools lint fmt bench bench-engine bench-load bench-instructions bench-lifecycle clean deps static static-check
 
 all: build
 
@@ -136,6 +136,14 @@ static:
 
 static-check: static
 	tests/static/chroot.sh "$(STATIC_BIN)"
+	tests/static/resident.sh "$(STATIC_BIN)"
+
+## make hot-functions: regenerate link/hot-functions.txt, the functions
+## serving runs, which build.rs has the linker place side by side (after a
+## dependency, version or toolchain change; tests/static/resident.sh says when).
+hot-functions: static
+	cargo build --locked --release --bin dind-injector
+	STATIC_BIN="$(STATIC_BIN)" HOST_BIN="$(CARGO_TARGET_DIR)/release/dind-injector" scripts/hot-functions.sh
 
 # Benches are compiled by `make lint` (clippy --all-targets) and run by `make bench`.
 unit:

@@ -32,11 +32,11 @@ fi
 # given is built here.
 if [ -z "${BIN:-}" ] || [ -z "${CEILING:-}" ] || [ -z "${PEER:-}" ]; then
     echo "==> building release binaries"
-    # One invocation, so the three share one build of the dependencies (the
-    # `peer` feature adds kube-core's admission types and axum's Json, which
-    # dind-injector's own code does not use).
-    cargo build --release --locked --features peer --bin dind-injector \
-        --example ceiling_server --example peer_webhook
+    # dind-injector exactly as it ships (without the `peer` feature, which
+    # adds kube-core's admission types and axum's Json for the peer): a
+    # feature changes the symbol names that link/hot-functions.txt orders.
+    cargo build --release --locked --bin dind-injector
+    cargo build --release --locked --features peer --example ceiling_server --example peer_webhook
     BIN=${BIN:-$TARGET_DIR/release/dind-injector}
     CEILING=${CEILING:-$TARGET_DIR/release/examples/ceiling_server}
     PEER=${PEER:-$TARGET_DIR/release/examples/peer_webhook}

@@ -1,0 +1,62 @@
+//! Links the release executable with the functions that serving runs side
+//! by side (`link/hot-functions.txt`, made by `scripts/hot-functions.sh`),
+//! and with packed relative relocations. The kernel maps an executable's
+//! pages in 64 KiB windows (or whole large folios) around each page it
+//! runs: with the webhook's functions spread over 11 MiB of `.text`, a
+//! serving process had most of it resident; packed, about 2 MiB. RELR
+//! shrinks the 650 KiB of relocations the loader reads at every start to
+//! 12 KiB. Neither changes the code that runs (docs/performance.md).
+//!
+//! Both are lld options: applied where rustc links with its own lld
+//! (x86_64-unknown-linux-gnu since Rust 1.90) unless the linker was
+//! changed, so any other build links as before.
+
+use std::env;
+use std::process::Command;
+
+const ORDER: &str = "link/hot-functions.txt";
+
+fn main() {
+    println!("cargo:rerun-if-changed={ORDER}");
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    if env::var("PROFILE").as_deref() != Ok("release") {
+        return;
+    }
+    if env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu") {
+        return;
+    }
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if flags.contains("linker") || !rustc_links_with_lld() {
+        println!("cargo:warning=not linking with rustc's lld: {ORDER} and RELR not applied");
+        return;
+    }
+    let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    for arg in [
+        format!("-Wl,--symbol-ordering-file={dir}/{ORDER}"),
+        // Names of the other build configuration, or of functions since
+        // renamed, are expected: the file serves two builds.
+        "-Wl,--no-warn-symbol-ordering".into(),
+        "-Wl,-z,pack-relative-relocs".into(),
+    ] {
+        println!("cargo:rustc-link-arg-bin=dind-injector={arg}");
+    }
+}
+
+/// rustc 1.90 and later link x86_64-unknown-linux-gnu with their own lld.
+fn rustc_links_with_lld() -> bool {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(rustc).arg("-V").output() else {
+        return false;
+    };
+    let version = String::from_utf8_lossy(&out.stdout);
+    // "rustc 1.95.0 (59807616e 2026-04-14)"
+    let mut parts = version
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (1, 90)
+}

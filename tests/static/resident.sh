@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# How much of the release executable a serving webhook keeps resident: the
+# functions serving runs are linked side by side (link/hot-functions.txt,
+# build.rs), so after answering reviews the process should have mapped a
+# few MiB of .text, not most of it. Fails above the budget, which is what
+# a stale link/hot-functions.txt looks like (a dependency, version or
+# toolchain change renamed the functions): run `make hot-functions`.
+# Usage: tests/static/resident.sh PATH/TO/dind-injector   (root: pagemap)
+set -euo pipefail
+bin=$(readlink -f "${1:?usage: $0 BINARY}")
+# .text resident after the reviews, MiB. Measured: about 3 with the order
+# applied, 7-9 without (docs/performance.md).
+BUDGET_MIB=${BUDGET_MIB:-5}
+cd "$(dirname "$0")/../.."
+work=$(mktemp -d)
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+"$bin" certs --out "$work/certs" >/dev/null 2>&1
+"$bin" serve --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --tls-cert "$work/certs/tls.crt" \
+    --tls-key "$work/certs/tls.key" --log-format json >"$work/out" 2>"$work/err" &
+pid=$!
+for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
+webhook=$(grep -o 'webhook=[^ ]*' "$work/out" | cut -d= -f2)
+[ -n "$webhook" ] || { cat "$work/err"; echo "FAIL: $bin serve did not start"; exit 1; }
+
+# 200 reviews over HTTP/2, 8 at a time, then a few over HTTP/1.1.
+for _ in $(seq 200); do
+    printf 'url = "%s"\noutput = "/dev/null"\n' "$webhook"
+done >"$work/curl.conf"
+curl -sS --no-progress-meter --fail --http2 -Z --parallel-max 8 --cacert "$work/certs/ca.crt" \
+    -H 'Content-Type: application/json' --data-binary @examples/admission-review.json -K "$work/curl.conf"
+for _ in 1 2 3; do
+    curl -sS --fail --http1.1 --cacert "$work/certs/ca.crt" -H 'Content-Type: application/json' \
+        --data-binary @examples/admission-review.json "$webhook" -o /dev/null
+done
+
+python3 - "$pid" "$bin" "$BUDGET_MIB" <<'PY'
+import struct, sys
+pid, binary, budget = sys.argv[1], sys.argv[2], float(sys.argv[3])
+resident = size = 0
+for line in open(f"/proc/{pid}/maps"):
+    f = line.split()
+    if len(f) >= 6 and f[5] == binary and f[1] == "r-xp":
+        start, end = (int(x, 16) for x in f[0].split("-"))
+        with open(f"/proc/{pid}/pagemap", "rb") as pm:
+            pm.seek(start // 4096 * 8)
+            data = pm.read((end - start) // 4096 * 8)
+        size += end - start
+        resident += sum(struct.unpack_from("<Q", data, i * 8)[0] >> 63 for i in range((end - start) // 4096)) * 4096
+if size == 0:
+    sys.exit(f"FAIL: no executable mapping of {binary} in /proc/{pid}/maps")
+mib = lambda b: b / 1048576
+print(f"serving: {mib(resident):.1f} MiB of the executable's {mib(size):.1f} MiB of code resident (budget {budget:g})")
+if mib(resident) > budget:
+    sys.exit("FAIL: above the budget: link/hot-functions.txt no longer matches the build (run `make hot-functions`)")
+PY
