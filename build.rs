@@ -8,8 +8,8 @@
 //! 12 KiB. Neither changes the code that runs (docs/performance.md).
 //!
 //! Both are lld options: applied where rustc links with its own lld
-//! (x86_64-unknown-linux-gnu since Rust 1.90) unless the linker was
-//! changed, so any other build links as before.
+//! (x86_64-unknown-linux-gnu since Rust 1.90) unless another linker was
+//! chosen; any other build links as before, with a cargo warning.
 
 use std::env;
 use std::process::Command;
@@ -20,14 +20,18 @@ fn main() {
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     if env::var("PROFILE").as_deref() != Ok("release") {
         return;
     }
     if env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu") {
         return;
     }
+    // A linker chosen in RUSTFLAGS or in Cargo's configuration (which
+    // Cargo hands to build scripts as RUSTC_LINKER) may not be lld.
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if flags.contains("linker") || !rustc_links_with_lld() {
+    let linker_chosen = flags.contains("linker") || env::var_os("RUSTC_LINKER").is_some();
+    if linker_chosen || !rustc_links_with_lld() {
         println!("cargo:warning=not linking with rustc's lld: {ORDER} and RELR not applied");
         return;
     }

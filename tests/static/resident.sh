@@ -53,5 +53,6 @@ if size == 0:
 mib = lambda b: b / 1048576
 print(f"serving: {mib(resident):.1f} MiB of the executable's {mib(size):.1f} MiB of code resident (budget {budget:g})")
 if mib(resident) > budget:
-    sys.exit("FAIL: above the budget: link/hot-functions.txt no longer matches the build (run `make hot-functions`)")
+    sys.exit("FAIL: above the budget: link/hot-functions.txt no longer matches the build (run `make hot-functions`),"
+             " or the build did not apply it (build.rs then printed a cargo warning: another linker)")
 PY
