@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::procs::{free_port, Proc};
+use crate::procs::{eventually, free_port, Proc};
 
 /// The binary cargo built for this test, or `DIND_E2E_INJECTOR` (the
 /// benchmark measures the release build).
@@ -161,14 +161,17 @@ impl Injector {
     /// writer thread writes a line a little after the answer), or as it is
     /// after 5 s.
     pub async fn log_until(&self, found: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let log = self.log();
-            if found(&log) || std::time::Instant::now() > deadline {
-                return log;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let found = &found;
+        eventually(
+            "the webhook's log line",
+            Duration::from_secs(5),
+            || async move {
+                let log = self.log();
+                Ok(found(&log).then_some(log))
+            },
+        )
+        .await
+        .unwrap_or_else(|_| self.log())
     }
 
     pub async fn metrics(&self) -> Result<Metrics> {

@@ -252,16 +252,16 @@ async fn cases(env: &Env, host: &str) -> Result<()> {
         .await?;
     }
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
-    let create = |p: Pod| {
-        let pods = pods.clone();
+    // The case's runner pod (named for its tag), as stored.
+    let create = |tag: &'static str, spec: Value| {
+        let (pods, pod) = (pods.clone(), runner(host, tag, spec));
         async move {
-            let name = p.metadata.name.clone().unwrap_or_default();
-            pods.create(&PostParams::default(), &p)
+            pods.create(&PostParams::default(), &pod?)
                 .await
-                .with_context(|| format!("creating pod {name}"))?;
-            pods.get(&name)
+                .with_context(|| format!("creating pod {tag}"))?;
+            pods.get(tag)
                 .await
-                .with_context(|| format!("reading pod {name}"))
+                .with_context(|| format!("reading pod {tag}"))
         }
     };
 
@@ -272,12 +272,7 @@ async fn cases(env: &Env, host: &str) -> Result<()> {
         !may_get(env, "secrets").await? && !may_get(env, "serviceaccounts").await?,
         "the webhook's identity reads Secrets or ServiceAccounts without components/pull-secrets"
     );
-    let stored = create(runner(
-        host,
-        TAGS[0],
-        json!({"imagePullSecrets": [{"name": POD_SECRET}]}),
-    )?)
-    .await?;
+    let stored = create(TAGS[0], json!({"imagePullSecrets": [{"name": POD_SECRET}]})).await?;
     check_injected_unsupervised(&stored, Mode::Classic)?;
     ensure!(
         env.injector
@@ -309,12 +304,7 @@ async fn cases(env: &Env, host: &str) -> Result<()> {
     .await?;
 
     // (a) The pod's own imagePullSecrets.
-    let stored = create(runner(
-        host,
-        TAGS[1],
-        json!({"imagePullSecrets": [{"name": POD_SECRET}]}),
-    )?)
-    .await?;
+    let stored = create(TAGS[1], json!({"imagePullSecrets": [{"name": POD_SECRET}]})).await?;
     check_injected_running(&stored, Mode::Classic, ENTRYPOINT)?;
     println!(
         "e2e:   pod's imagePullSecrets: supervised around the image's ENTRYPOINT {ENTRYPOINT}"
@@ -323,12 +313,7 @@ async fn cases(env: &Env, host: &str) -> Result<()> {
     // (b) None on the pod, one on its ServiceAccount: the apiserver's
     // ServiceAccount admission plugin copies it into the pod before any
     // webhook runs, so the webhook finds it on the pod.
-    let stored = create(runner(
-        host,
-        TAGS[2],
-        json!({"serviceAccountName": ACCOUNT}),
-    )?)
-    .await?;
+    let stored = create(TAGS[2], json!({"serviceAccountName": ACCOUNT})).await?;
     check_injected_running(&stored, Mode::Classic, ENTRYPOINT)?;
     let copied = serde_json::to_value(
         stored
@@ -345,24 +330,22 @@ async fn cases(env: &Env, host: &str) -> Result<()> {
     // (b') The pod names a Secret that does not exist, so the apiserver
     // copies nothing: only the webhook's own read of the ServiceAccount
     // finds the credentials.
-    let stored = create(runner(
-        host,
+    let stored = create(
         TAGS[3],
         json!({"serviceAccountName": ACCOUNT, "imagePullSecrets": [{"name": "absent"}]}),
-    )?)
+    )
     .await?;
     check_injected_running(&stored, Mode::Classic, ENTRYPOINT)?;
     println!("e2e:   ServiceAccount's imagePullSecrets read by the webhook itself: supervised");
 
     // (c) No secret anywhere: anonymous is refused, the fallback.
-    let stored = create(runner(host, TAGS[4], json!({}))?).await?;
+    let stored = create(TAGS[4], json!({})).await?;
     check_injected_unsupervised(&stored, Mode::Classic)?;
     // (d) The pod names a Secret that exists only in another namespace.
-    let stored = create(runner(
-        host,
+    let stored = create(
         TAGS[5],
         json!({"imagePullSecrets": [{"name": ELSEWHERE_SECRET}]}),
-    )?)
+    )
     .await?;
     check_injected_unsupervised(&stored, Mode::Classic)?;
     println!("e2e:   no secret, or one only in another namespace: anonymous refused, unsupervised (watched by the sidecar), admitted");
