@@ -53,12 +53,7 @@ trap cleanup EXIT
 "$BIN" certs --out "$WORK/certs" 2>/dev/null
 CERT=$WORK/certs/tls.crt KEY=$WORK/certs/tls.key
 cp examples/admission-review.json "$WORK/review.json"
-python3 - "$WORK/review.json" tests/fixtures/bench-runner-pod.json "$WORK/pod10k.json" <<'PY'
-import json, sys
-review = json.load(open(sys.argv[1]))
-review["request"]["object"] = json.load(open(sys.argv[2]))
-json.dump(review, open(sys.argv[3], "w"), separators=(",", ":"))
-PY
+python3 benches/review-with-pod.py "$WORK/review.json" tests/fixtures/bench-runner-pod.json "$WORK/pod10k.json"
 
 start() { # name, command...: starts a server, prints its address
     local name=$1; shift

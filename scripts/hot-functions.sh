@@ -16,6 +16,7 @@
 # again: `make hot-functions` (a dependency, version or toolchain change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/serve-locally.sh
 OUT=link/hot-functions.txt
 STATIC_BIN=${STATIC_BIN:?the static release binary (make static)}
 HOST_BIN=${HOST_BIN:?the host release binary (cargo build --release --bin dind-injector)}
@@ -25,26 +26,12 @@ command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client >/dev/null
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-python3 - examples/admission-review.json tests/fixtures/bench-runner-pod.json "$WORK/pod10k.json" <<'PY'
-import json, sys
-review = json.load(open(sys.argv[1]))
-review["request"]["object"] = json.load(open(sys.argv[2]))
-json.dump(review, open(sys.argv[3], "w"), separators=(",", ":"))
-PY
+python3 benches/review-with-pod.py examples/admission-review.json tests/fixtures/bench-runner-pod.json "$WORK/pod10k.json"
 
 functions() { # binary → the mangled names of the functions it ran, in first-seen order
     local bin=$1 cg=$WORK/callgrind.out
-    "$bin" certs --out "$WORK/certs" >/dev/null 2>&1
-    valgrind --tool=callgrind --demangle=no --callgrind-out-file="$cg" \
-        "$bin" serve --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
-        --tls-cert "$WORK/certs/tls.crt" --tls-key "$WORK/certs/tls.key" --log-format json \
-        >"$WORK/serve.out" 2>"$WORK/serve.err" &
-    local pid=$!
-    for _ in $(seq 300); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.2; done
-    local webhook metrics
-    webhook=$(grep -o 'webhook=[^ ]*' "$WORK/serve.out" | cut -d= -f2)
-    metrics=$(grep -o 'metrics=[^ ]*' "$WORK/serve.out" | cut -d= -f2)
-    [ -n "$webhook" ] || { cat "$WORK/serve.err" >&2; echo "hot-functions.sh: $bin did not start" >&2; exit 1; }
+    serve_locally "$WORK" "$bin" valgrind --tool=callgrind --demangle=no --callgrind-out-file="$cg"
+    local webhook=$WEBHOOK metrics=$METRICS
     # Concurrent HTTP/2 streams as the apiserver sends them (flow control,
     # several connections, the runtime's other worker), then HTTP/1.1.
     for body in examples/admission-review.json "$WORK/pod10k.json"; do
@@ -56,8 +43,8 @@ functions() { # binary → the mangled names of the functions it ran, in first-s
     curl -sS --fail "$metrics" -o /dev/null
     curl -sS --fail "${metrics%/metrics}/readyz" -o /dev/null
     curl -sS --fail "${metrics%/metrics}/healthz" -o /dev/null
-    kill -TERM "$pid"
-    wait "$pid" || true
+    kill -TERM "$SERVE_PID"
+    wait "$SERVE_PID" || true
     names "$cg"*
     rm -f "$cg"*
 }

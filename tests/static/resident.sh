@@ -15,8 +15,8 @@ BUDGET_MIB=${BUDGET_MIB:-5}
 SUPERVISE_BUDGET_MIB=${SUPERVISE_BUDGET_MIB:-2}
 cd "$(dirname "$0")/../.."
 work=$(mktemp -d)
-pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+SERVE_PID=
+trap '[ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null; rm -rf "$work"' EXIT
 
 check() { # label pid budget_mib: the executable's code resident in pid, against the budget
     python3 - "$1" "$2" "$bin" "$3" <<'PY'
@@ -42,26 +42,21 @@ if mib(resident) > budget:
 PY
 }
 
-"$bin" certs --out "$work/certs" >/dev/null 2>&1
-"$bin" serve --addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --tls-cert "$work/certs/tls.crt" \
-    --tls-key "$work/certs/tls.key" --log-format json >"$work/out" 2>"$work/err" &
-pid=$!
-for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
-webhook=$(grep -o 'webhook=[^ ]*' "$work/out" | cut -d= -f2)
-[ -n "$webhook" ] || { cat "$work/err"; echo "FAIL: $bin serve did not start"; exit 1; }
+source scripts/serve-locally.sh
+serve_locally "$work" "$bin"
 
 # 200 reviews over HTTP/2, 8 at a time, then a few over HTTP/1.1.
 for _ in $(seq 200); do
-    printf 'url = "%s"\noutput = "/dev/null"\n' "$webhook"
+    printf 'url = "%s"\noutput = "/dev/null"\n' "$WEBHOOK"
 done >"$work/curl.conf"
 curl -sS --no-progress-meter --fail --http2 -Z --parallel-max 8 --cacert "$work/certs/ca.crt" \
     -H 'Content-Type: application/json' --data-binary @examples/admission-review.json -K "$work/curl.conf"
 for _ in 1 2 3; do
     curl -sS --fail --http1.1 --cacert "$work/certs/ca.crt" -H 'Content-Type: application/json' \
-        --data-binary @examples/admission-review.json "$webhook" -o /dev/null
+        --data-binary @examples/admission-review.json "$WEBHOOK" -o /dev/null
 done
 
-check "serving (200 reviews)" "$pid" "$BUDGET_MIB"
+check "serving (200 reviews)" "$SERVE_PID" "$BUDGET_MIB"
 
 # The runner's supervisor in every CI pod, waiting for its runner.
 mkdir "$work/run"
