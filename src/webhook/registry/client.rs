@@ -53,6 +53,9 @@ pub enum FetchError {
     Unauthorized { url: String, tried: usize },
     #[error("{url}: {problem}")]
     Invalid { url: String, problem: String },
+    /// The client could not be made (its CAs, at the first look-up).
+    #[error("registry client: {0}")]
+    Setup(String),
     #[error("{image}: no manifest for {platform} in its index (has: {has})")]
     NoPlatform {
         image: String,

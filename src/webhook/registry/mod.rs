@@ -124,36 +124,19 @@ pub enum SetupError {
     Tls(#[from] rustls::Error),
 }
 
-/// The resolver the configuration asks for (`None` when disabled): the
-/// system's CAs and `caFile`'s, and an API client only when pull secrets
-/// are to be read (outside a cluster there is none: anonymous only).
+/// The resolver the configuration asks for (`None` when disabled), and an
+/// API client only when pull secrets are to be read (outside a cluster
+/// there is none: anonymous only). `caFile` is checked here, so a bad one
+/// stops the start; the CAs themselves are loaded at the first look-up
+/// ([`Resolver::client`]): the system's 140-odd trust anchors held 0.35
+/// MiB of a webhook whose runners all have a command, which never looks
+/// anything up (docs/performance.md).
 pub async fn from_config(config: &RegistryConfig) -> Result<Option<Arc<Resolver>>, SetupError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     if !config.enabled {
         return Ok(None);
     }
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(native.certs);
     if let Some(path) = &config.ca_file {
-        let bad = |message: String| SetupError::CaFile {
-            path: path.clone(),
-            message,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| bad(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(bad("no PEM certificate in it".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
-        }
-    }
-    if roots.is_empty() {
-        tracing::warn!("registry: no CA certificates (none in the system, no registry.caFile): every look-up will fail");
+        ca_file(path)?;
     }
     let kube = if config.read_pull_secrets {
         match kube::Client::try_default().await {
@@ -166,14 +149,53 @@ pub async fn from_config(config: &RegistryConfig) -> Result<Option<Arc<Resolver>
     } else {
         None
     };
-    tracing::info!(system_cas = added, ca_file = ?config.ca_file, budget_ms = config.budget_milliseconds,
+    tracing::info!(ca_file = ?config.ca_file, budget_ms = config.budget_milliseconds,
         plain_http = ?config.plain_http_registries,
         read_pull_secrets = kube.is_some(), "registry: runners without a command are looked up");
-    Ok(Some(Arc::new(Resolver::new(config.clone(), roots, kube)?)))
+    Ok(Some(Arc::new(Resolver::new(config.clone(), kube))))
+}
+
+/// The certificates of `registry.caFile`, at least one.
+fn ca_file(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SetupError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |message: String| SetupError::CaFile {
+        path: path.to_string(),
+        message,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// The system's CAs and `caFile`'s.
+fn roots(config: &RegistryConfig) -> Result<rustls::RootCertStore, SetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (system, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &config.ca_file {
+        for cert in ca_file(path)? {
+            roots.add(cert).map_err(|e| SetupError::CaFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!("registry: no CA certificates (none in the system, no registry.caFile): every look-up will fail");
+    }
+    tracing::info!(system_cas = system, ca_file = ?config.ca_file, "registry: CAs loaded for the first look-up");
+    Ok(roots)
 }
 
 pub struct Resolver {
-    client: Client,
+    /// Made at the first look-up, with the CAs ([`from_config`] says why).
+    client: tokio::sync::OnceCell<Client>,
     config: RegistryConfig,
     /// For imagePullSecrets, when `readPullSecrets` is on.
     kube: Option<kube::Client>,
@@ -185,18 +207,34 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(
-        config: RegistryConfig,
-        roots: rustls::RootCertStore,
-        kube: Option<kube::Client>,
-    ) -> Result<Resolver, rustls::Error> {
-        Ok(Resolver {
-            client: Client::new(roots, &config.plain_http_registries)?,
+    pub fn new(config: RegistryConfig, kube: Option<kube::Client>) -> Resolver {
+        Resolver {
+            client: tokio::sync::OnceCell::new(),
             config,
             kube,
             cache: Mutex::default(),
             inflight: Mutex::default(),
-        })
+        }
+    }
+
+    /// The registry client, made at the first look-up. A failure (the CA
+    /// file gone or broken since the start) fails this look-up, is cached
+    /// as such, and is tried again at the next.
+    async fn client(&self) -> Result<&Client, FetchError> {
+        self.client
+            .get_or_try_init(|| async {
+                let config = self.config.clone();
+                let made = tokio::task::spawn_blocking(move || {
+                    let roots = roots(&config)?;
+                    Client::new(roots, &config.plain_http_registries).map_err(SetupError::from)
+                })
+                .await;
+                match made {
+                    Ok(result) => result.map_err(|e| FetchError::Setup(e.to_string())),
+                    Err(e) => Err(FetchError::Setup(format!("loading the CAs: {e}"))),
+                }
+            })
+            .await
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -312,10 +350,8 @@ impl Resolver {
 
     async fn fetch(&self, query: &Query, namespace: &str) -> Result<Fetched, FetchError> {
         let image = Reference::parse(&query.image)?;
-        let anonymous = self
-            .client
-            .image_command(&image, &query.platform, &[None])
-            .await;
+        let client = self.client().await?;
+        let anonymous = client.image_command(&image, &query.platform, &[None]).await;
         let unauthorized = matches!(anonymous, Err(FetchError::Unauthorized { .. }));
         let Some(kube) = self
             .kube
@@ -333,7 +369,7 @@ impl Resolver {
         if credentials.is_empty() {
             return anonymous;
         }
-        self.client
+        client
             .image_command(&image, &query.platform, &credentials)
             .await
     }
@@ -352,6 +388,68 @@ mod tests {
             config: config.into(),
             until: Instant::now() + Duration::from_secs(ttl),
         }
+    }
+
+    fn temp_file(name: &str, contents: &[u8]) -> String {
+        let dir = std::env::temp_dir().join(format!("registry-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    /// A bad `caFile` still stops the start, though the CAs are loaded later.
+    #[tokio::test]
+    async fn a_bad_ca_file_fails_the_start() {
+        for (name, contents) in [
+            ("empty.pem", &b""[..]),
+            ("junk.pem", b"not a certificate\n"),
+        ] {
+            let config = RegistryConfig {
+                ca_file: Some(temp_file(name, contents)),
+                ..RegistryConfig::default()
+            };
+            let error = from_config(&config).await.err().expect(name);
+            assert!(
+                matches!(error, SetupError::CaFile { .. }),
+                "{name}: {error}"
+            );
+            assert!(error.to_string().contains(name), "{error}");
+        }
+        let missing = RegistryConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RegistryConfig::default()
+        };
+        let error = from_config(&missing).await.err().expect("missing file");
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+    }
+
+    /// No CA is loaded until a look-up needs the client; the client is
+    /// made once; a CA file broken since the start fails that look-up
+    /// with the reason, and a later one tries again.
+    #[tokio::test]
+    async fn the_client_is_made_at_the_first_look_up() {
+        let dir = std::env::temp_dir().join(format!("registry-unit-ca-{}", std::process::id()));
+        crate::webhook::pki::write_dev_certs(&dir, &[], 30).unwrap();
+        let ca = dir.join("ca.crt").to_string_lossy().into_owned();
+        let config = RegistryConfig {
+            ca_file: Some(ca.clone()),
+            ..RegistryConfig::default()
+        };
+        let resolver = from_config(&config).await.unwrap().expect("enabled");
+        assert!(resolver.client.get().is_none(), "CAs loaded at the start");
+
+        let good = std::fs::read(&ca).unwrap();
+        std::fs::write(&ca, "broken since the start").unwrap();
+        let error = resolver.client().await.err().expect("broken CA file");
+        assert!(matches!(error, FetchError::Setup(_)), "{error}");
+        assert!(error.to_string().contains(&ca), "{error}");
+        assert!(resolver.client.get().is_none());
+
+        std::fs::write(&ca, good).unwrap();
+        let first: *const Client = resolver.client().await.unwrap();
+        let second: *const Client = resolver.client().await.unwrap();
+        assert_eq!(first, second, "made once");
     }
 
     #[test]
