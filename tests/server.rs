@@ -622,6 +622,13 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
         .wait(Duration::from_secs(5))
         .expect("server exits after the last request");
     assert!(status.success(), "{status:?}");
+    // Read once, after the exit: the log writer's lines were flushed
+    // before the process ended, the last one included.
+    let log = server.log_text();
+    assert!(
+        log.contains(r#""uid":"in-flight""#) && log.contains(r#""message":"stopped""#),
+        "{log}"
+    );
 }
 
 /// The command `make run` prints works: the example review, through the

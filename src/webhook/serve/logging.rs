@@ -3,56 +3,185 @@
 //!
 //! Lines are written to stderr by a thread of their own: a review formats
 //! its line and hands it over, instead of waiting for a write to a pipe the
-//! container runtime may be slow to drain. The hand-over is bounded
-//! ([`QUEUED_LINES`]); when it is full the request waits, so no line is
-//! ever dropped. The thread writes what has queued up in one go, flushes
-//! as soon as the queue is empty, then lingers ([`LINGER`]) before it waits
-//! again: under load the lines of that interval go out in one write, and no
-//! review pays for waking the thread (a futex call and a context switch
-//! per line, measured in `docs/performance.md`). A line is late by at most
-//! the linger and a write.
+//! container runtime may be slow to drain. The hand-over is a byte buffer
+//! under a mutex: a line is one copy into memory that is already there, and
+//! the writer thread swaps the buffer for its own empty one and writes what
+//! it took outside the lock. A channel of lines cost, measured with DHAT
+//! under load, 128 KiB of slots allocated up front, a 64 KiB `BufWriter`
+//! in the writer thread's own malloc arena and an allocation and a free
+//! per line, in a process whose peak RSS we hold near a minimal webhook's;
+//! the two buffers here grow to what one linger gathers and give back what
+//! a burst made them grow ([`KEPT_BYTES`]).
+//!
+//! The buffer is bounded ([`QUEUED_BYTES`]): a line that would take it past
+//! the bound waits until the writer has taken it, so no line is ever
+//! dropped; a line longer than the bound waits for an empty buffer and goes
+//! alone. The thread writes what it took in one write, then lingers
+//! ([`LINGER`]) before it looks again: under load the lines of that
+//! interval go out in one write, and no review pays for waking the thread
+//! (a futex call and a context switch per line, measured in
+//! `docs/performance.md`): a line wakes it only when it sleeps waiting for
+//! lines, and nothing wakes a review unless one waits. A line is late by at
+//! most the linger and a write. If the thread is gone (it panicked) or
+//! could not be started, lines go straight to stderr.
 
-use std::io::{self, BufWriter, Write};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::time::Duration;
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// Lines that may wait for the writer thread.
-pub const QUEUED_LINES: usize = 4096;
+/// Bytes that may wait for the writer thread. A review's line is a few
+/// hundred bytes (its fields are cut: a few KiB at most), so this holds
+/// hundreds of lines, where at the highest rate measured (17,000 reviews a
+/// second) a linger gathers some 30, 10 to 15 KiB: reviews wait only when
+/// the output has stalled for tens of milliseconds, and then they have to
+/// wait or memory grows without end. It is also the most either buffer
+/// grows to (two of them: 512 KiB at worst, during a stall, given back
+/// after it).
+pub const QUEUED_BYTES: usize = 256 * 1024;
 
 /// How long the writer thread lets lines gather after a write: short
 /// enough that logs stay live, long enough that at thousands of reviews a
 /// second it wakes a few hundred times, not once per line.
 pub const LINGER: Duration = Duration::from_millis(2);
 
-enum Message {
-    Line(Vec<u8>),
-    /// Write everything before this, then answer.
-    Flush(SyncSender<()>),
+/// What a buffer keeps of its capacity after its lines are written: a few
+/// lingers' worth at the highest rate, so steady load never reallocates,
+/// and a stall's growth towards [`QUEUED_BYTES`] does not stay resident.
+pub const KEPT_BYTES: usize = 64 * 1024;
+
+/// A buffer's first allocation: a handful of lines, not more.
+const FIRST_BYTES: usize = 4 * 1024;
+
+/// The hand-over between the threads that log and the writer thread.
+struct Queue {
+    state: Mutex<State>,
+    /// [`QUEUED_BYTES`], smaller in tests.
+    bound: usize,
+    /// The writer thread waits here for lines.
+    lines: Condvar,
+    /// Lines wait here for the writer to take the buffer.
+    room: Condvar,
+    /// [`Lines::flush`] waits here for the writer to have written.
+    written: Condvar,
+}
+
+struct State {
+    /// Lines handed over and not yet taken by the writer.
+    pending: Vec<u8>,
+    /// Lines handed over since the start, and written since the start: a
+    /// flush waits for `written` to reach the `appended` it saw.
+    appended: u64,
+    written: u64,
+    /// Who waits (the writer for lines, lines for room, flushes for a
+    /// write), so that nobody signals a condition no one waits on (a futex
+    /// call each): under load the writer lingers instead of waiting, and
+    /// lines hand over without a system call.
+    writer_waiting: bool,
+    waiting_for_room: usize,
+    flushing: usize,
+    /// False once the writer thread has ended: lines go to stderr.
+    writer_alive: bool,
+    /// Every [`Lines`] is dropped: the writer ends once `pending` is empty.
+    closed: bool,
+    /// The most `pending` held, for the tests of the bound.
+    #[cfg(test)]
+    peak: usize,
+}
+
+impl Queue {
+    /// The state, even if a thread panicked holding it: the buffer is
+    /// bytes and counters, consistent between any two statements, and a
+    /// log line must not take a review down.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, on: &Condvar, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        on.wait(state).unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Appends `line` to `pending`, doubling its capacity as a `Vec` would but
+/// never past the bound (or the one line, if longer): a buffer's memory
+/// stays within [`QUEUED_BYTES`].
+fn append(pending: &mut Vec<u8>, line: &[u8], bound: usize) {
+    let needed = pending.len() + line.len();
+    if needed > pending.capacity() {
+        let capacity = (pending.capacity() * 2)
+            .max(FIRST_BYTES)
+            .min(bound)
+            .max(needed);
+        pending.reserve_exact(capacity - pending.len());
+    }
+    pending.extend_from_slice(line);
 }
 
 /// Hands lines to the writer thread ([`MakeWriter`] for the fmt layer).
 #[derive(Clone)]
 pub struct Lines {
-    sender: SyncSender<Message>,
+    handle: Arc<Handle>,
+}
+
+/// Closes the queue when the last [`Lines`] goes, so that the writer
+/// thread ends after writing what is left (the process's own `Lines` lives
+/// as long as the subscriber; the tests' go).
+struct Handle {
+    queue: Arc<Queue>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.closed = true;
+        if state.writer_waiting {
+            state.writer_waiting = false;
+            self.queue.lines.notify_one();
+        }
+    }
 }
 
 /// One event's line: tracing-subscriber writes an event's formatted line
-/// in one call, which becomes one message.
-pub struct Line {
-    sender: SyncSender<Message>,
+/// in one call, which is appended whole.
+pub struct Line<'a> {
+    queue: &'a Queue,
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.sender
-            .send(Message::Line(buf.to_vec()))
-            // The writer thread is gone (process exiting): the line goes
-            // straight to stderr rather than nowhere.
-            .or_else(|_| io::stderr().write_all(buf))?;
+        if buf.is_empty() {
+            // Counted, it would be a line a flush waits for and no writer
+            // wakes up to write.
+            return Ok(0);
+        }
+        let queue = self.queue;
+        let mut state = queue.lock();
+        loop {
+            if !state.writer_alive {
+                drop(state);
+                io::stderr().write_all(buf)?;
+                return Ok(buf.len());
+            }
+            if state.pending.is_empty() || state.pending.len() + buf.len() <= queue.bound {
+                break;
+            }
+            state.waiting_for_room += 1;
+            state = queue.wait(&queue.room, state);
+            state.waiting_for_room -= 1;
+        }
+        append(&mut state.pending, buf, queue.bound);
+        state.appended += 1;
+        #[cfg(test)]
+        {
+            state.peak = state.peak.max(state.pending.len());
+        }
+        if state.writer_waiting {
+            state.writer_waiting = false;
+            queue.lines.notify_one();
+        }
         Ok(buf.len())
     }
 
@@ -62,10 +191,10 @@ impl Write for Line {
 }
 
 impl<'a> MakeWriter<'a> for Lines {
-    type Writer = Line;
-    fn make_writer(&'a self) -> Line {
+    type Writer = Line<'a>;
+    fn make_writer(&'a self) -> Line<'a> {
         Line {
-            sender: self.sender.clone(),
+            queue: &self.handle.queue,
         }
     }
 }
@@ -73,41 +202,120 @@ impl<'a> MakeWriter<'a> for Lines {
 impl Lines {
     /// Starts the writer thread over `out`.
     pub fn spawn(out: impl Write + Send + 'static) -> io::Result<Lines> {
-        let (sender, receiver) = mpsc::sync_channel(QUEUED_LINES);
+        Lines::start(out, QUEUED_BYTES)
+    }
+
+    fn start(out: impl Write + Send + 'static, bound: usize) -> io::Result<Lines> {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State {
+                pending: Vec::new(),
+                appended: 0,
+                written: 0,
+                writer_waiting: false,
+                waiting_for_room: 0,
+                flushing: 0,
+                writer_alive: true,
+                closed: false,
+                #[cfg(test)]
+                peak: 0,
+            }),
+            bound,
+            lines: Condvar::new(),
+            room: Condvar::new(),
+            written: Condvar::new(),
+        });
+        let writer = queue.clone();
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || write_lines(receiver, out))?;
-        Ok(Lines { sender })
+            .spawn(move || {
+                let _gone = Gone(&writer);
+                write_lines(&writer, out);
+            })?;
+        Ok(Lines {
+            handle: Arc::new(Handle { queue }),
+        })
     }
 
     /// Waits (at most `within`) until every line handed over before this
     /// call is written: before the process exits.
     pub fn flush(&self, within: Duration) {
-        let (done, wait) = mpsc::sync_channel(1);
-        if self.sender.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(within);
+        let queue = &self.handle.queue;
+        let start = Instant::now();
+        let mut state = queue.lock();
+        let target = state.appended;
+        while state.writer_alive && state.written < target {
+            let left = within.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            state.flushing += 1;
+            state = match queue.written.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+            state.flushing -= 1;
         }
+    }
+
+    /// The most bytes that waited for the writer at once.
+    #[cfg(test)]
+    fn peak(&self) -> usize {
+        self.handle.queue.lock().peak
     }
 }
 
-fn write_lines(receiver: Receiver<Message>, out: impl Write) {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(first) = receiver.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => {
-                    let _ = out.write_all(&line);
-                }
-                Message::Flush(done) => {
-                    let _ = out.flush();
-                    let _ = done.send(());
-                }
+/// Takes what the lines left, writes it, lingers; until the queue is
+/// closed and empty.
+fn write_lines(queue: &Queue, mut out: impl Write) {
+    let mut taken = Vec::new();
+    loop {
+        let mut state = queue.lock();
+        while state.pending.is_empty() {
+            if state.closed {
+                return;
             }
-            next = receiver.try_recv().ok();
+            state.writer_waiting = true;
+            state = queue.wait(&queue.lines, state);
+            state.writer_waiting = false;
         }
+        std::mem::swap(&mut state.pending, &mut taken);
+        let upto = state.appended;
+        if state.waiting_for_room > 0 {
+            queue.room.notify_all();
+        }
+        drop(state);
+
+        let _ = out.write_all(&taken);
         let _ = out.flush();
+        taken.clear();
+        // Both buffers pass through here in turn: a burst's growth goes
+        // within two writes.
+        taken.shrink_to(KEPT_BYTES);
+
+        let mut state = queue.lock();
+        state.written = upto;
+        if state.flushing > 0 {
+            queue.written.notify_all();
+        }
+        drop(state);
         std::thread::sleep(LINGER);
+    }
+}
+
+/// Marks the writer thread gone when it ends, by a panic in the output's
+/// `write` too: what was pending goes to stderr (under the lock, so before
+/// any later line), later lines go there directly, and nobody waits for
+/// room or a flush that would never come.
+struct Gone<'a>(&'a Queue);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.writer_alive = false;
+        let _ = io::stderr().write_all(&state.pending);
+        state.pending = Vec::new();
+        self.0.room.notify_all();
+        self.0.written.notify_all();
     }
 }
 
@@ -139,7 +347,8 @@ pub fn init(format: &str) -> Option<Lines> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
 
     /// What reached the output, and in how many writes.
     #[derive(Clone, Default)]
@@ -189,5 +398,241 @@ mod tests {
         lines.flush(Duration::from_secs(10));
         let writes = *out.1.lock().unwrap();
         assert!(writes <= 100, "{writes} writes for 200 lines");
+    }
+
+    /// An output that holds every write until [`open`] (a pipe nobody
+    /// drains), then takes `delay` per write (a slow one).
+    #[derive(Clone)]
+    struct Held {
+        out: Shared,
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        delay: Duration,
+    }
+
+    fn held(delay: Duration, open: bool) -> Held {
+        Held {
+            out: Shared::default(),
+            gate: Arc::new((Mutex::new(open), Condvar::new())),
+            delay,
+        }
+    }
+
+    fn open(held: &Held) {
+        *held.gate.0.lock().unwrap() = true;
+        held.gate.1.notify_all();
+    }
+
+    impl Write for Held {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (open, opened) = &*self.gate;
+            let mut open = open.lock().map_err(|_| io::Error::other("poisoned"))?;
+            while !*open {
+                open = opened
+                    .wait(open)
+                    .map_err(|_| io::Error::other("poisoned"))?;
+            }
+            drop(open);
+            std::thread::sleep(self.delay);
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn text(out: &Shared) -> String {
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// A stalled output: the buffer fills to the bound, the logging thread
+    /// then waits (it neither drops lines nor queues past the bound), and
+    /// once the output drains every line is there, in order.
+    #[test]
+    fn a_stalled_output_makes_lines_wait_within_the_bound() {
+        let bound = 4096;
+        let out = held(Duration::ZERO, false);
+        let lines = Lines::start(out.clone(), bound).unwrap();
+        let line = |i: usize| format!("line {i:04} {}\n", "x".repeat(89));
+        assert_eq!(line(0).len(), 100);
+        let handed = Arc::new(AtomicUsize::new(0));
+        let logging = {
+            let (lines, handed) = (lines.clone(), handed.clone());
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    lines.make_writer().write_all(line(i).as_bytes()).unwrap();
+                    handed.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let before = handed.load(Ordering::SeqCst);
+        // At most a bound's worth (40 lines) held by the stalled write, 40
+        // in the buffer: the next one waits (on a busy machine the thread
+        // may not have got that far).
+        assert!(before <= 80, "{before} lines handed over past a stall");
+        assert!(lines.peak() <= bound, "{} bytes queued", lines.peak());
+        open(&out);
+        logging.join().unwrap();
+        lines.flush(Duration::from_secs(10));
+        let expected: String = (0..200).map(line).collect();
+        assert_eq!(text(&out.out), expected);
+        assert!(lines.peak() <= bound, "{} bytes queued", lines.peak());
+    }
+
+    /// A line longer than the bound waits for an empty buffer and goes
+    /// through whole, alone, in its place.
+    #[test]
+    fn a_line_larger_than_the_bound_is_written_whole() {
+        let bound = 1024;
+        // Slow writes: the next lines find the buffer not empty.
+        let out = held(Duration::from_millis(20), true);
+        let lines = Lines::start(out.clone(), bound).unwrap();
+        let large = format!("large {}\n", "y".repeat(10 * bound));
+        let sequence = [
+            "first\n".to_string(),
+            "second\n".into(),
+            large.clone(),
+            "last\n".into(),
+        ];
+        let (done, finished) = mpsc::channel();
+        {
+            let (lines, sequence) = (lines.clone(), sequence.clone());
+            std::thread::spawn(move || {
+                for line in &sequence {
+                    lines.make_writer().write_all(line.as_bytes()).unwrap();
+                }
+                let _ = done.send(());
+            });
+        }
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the large line went through");
+        lines.flush(Duration::from_secs(10));
+        assert_eq!(text(&out.out), sequence.concat());
+        assert_eq!(lines.peak(), large.len(), "the large line went alone");
+    }
+
+    /// Threads logging at once, through a small bound so that they also
+    /// wait for room: every line once, whole, each thread's in its order.
+    #[test]
+    fn concurrent_lines_are_written_once_and_whole() {
+        const THREADS: usize = 8;
+        const EACH: usize = 1000;
+        let out = Shared::default();
+        let lines = Lines::start(out.clone(), 8 * 1024).unwrap();
+        let padding = |t: usize, n: usize| "z".repeat((n * 37 + t) % 200);
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let lines = lines.clone();
+                std::thread::spawn(move || {
+                    for n in 0..EACH {
+                        let line = format!("{t} {n} {}\n", padding(t, n));
+                        lines.make_writer().write_all(line.as_bytes()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        lines.flush(Duration::from_secs(10));
+        let mut next = [0; THREADS];
+        let text = text(&out);
+        for line in text.lines() {
+            let mut fields = line.split(' ');
+            let (Some(t), Some(n), Some(pad), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                panic!("a broken line: {line:?}");
+            };
+            let (t, n): (usize, usize) = (t.parse().unwrap(), n.parse().unwrap());
+            assert_eq!(n, next[t], "thread {t}'s lines out of order or repeated");
+            assert_eq!(pad, padding(t, n), "line {t} {n} not whole");
+            next[t] += 1;
+        }
+        assert_eq!(next, [EACH; THREADS], "lines missing");
+    }
+
+    /// A flush returns only once the lines before it are written: not when
+    /// the writer has taken them (its writes take 30 ms here), nor while it
+    /// lingers after the previous write.
+    #[test]
+    fn flush_waits_for_earlier_lines_while_the_writer_lingers() {
+        let out = held(Duration::from_millis(30), true);
+        let lines = Lines::spawn(out.clone()).unwrap();
+        lines.make_writer().write_all(b"a\n").unwrap();
+        lines.flush(Duration::from_secs(10));
+        assert_eq!(text(&out.out), "a\n");
+        // The writer has just written: it lingers now.
+        lines.make_writer().write_all(b"b\n").unwrap();
+        lines.flush(Duration::from_secs(10));
+        assert_eq!(text(&out.out), "a\nb\n");
+        // Nothing new: nothing to wait for.
+        let start = Instant::now();
+        lines.flush(Duration::from_secs(10));
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    /// Before exit a stalled output holds the process up at most `within`.
+    #[test]
+    fn flush_gives_up_after_within() {
+        let out = held(Duration::ZERO, false);
+        let lines = Lines::spawn(out.clone()).unwrap();
+        lines.make_writer().write_all(b"stuck\n").unwrap();
+        let start = Instant::now();
+        lines.flush(Duration::from_millis(100));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        open(&out);
+        lines.flush(Duration::from_secs(10));
+        assert_eq!(text(&out.out), "stuck\n");
+    }
+
+    /// The writer thread gone (here its output panicked): lines go to
+    /// stderr and nobody waits for it, even past the bound.
+    #[test]
+    fn without_the_writer_thread_nothing_waits() {
+        struct Panics;
+        impl Write for Panics {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                panic!("the output broke (on purpose, in a test)")
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::start(Panics, 64).unwrap();
+        lines
+            .make_writer()
+            .write_all(b"to stderr (a test)\n")
+            .unwrap();
+        let start = Instant::now();
+        while lines.handle.queue.lock().writer_alive {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the writer lives on"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let start = Instant::now();
+        for _ in 0..2 {
+            lines
+                .make_writer()
+                .write_all(
+                    b"to stderr (a test): a line longer than this test's bound of 64 bytes\n",
+                )
+                .unwrap();
+        }
+        lines.flush(Duration::from_secs(10));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
