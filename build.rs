@@ -35,9 +35,13 @@ fn main() {
         println!("cargo:warning=not linking with rustc's lld: {ORDER} and RELR not applied");
         return;
     }
-    let dir = env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    // Relative: Cargo runs rustc, and so the linker, in the workspace root.
+    // An absolute path would be this checkout's, and Cargo reuses a build
+    // script's output in every checkout that shares the target directory
+    // (the Makefile shares one): another checkout then linked with this
+    // one's file, or failed once it was removed.
     for arg in [
-        format!("-Wl,--symbol-ordering-file={dir}/{ORDER}"),
+        format!("-Wl,--symbol-ordering-file={ORDER}"),
         // Names of the other build configuration, or of functions since
         // renamed, are expected: the file serves two builds.
         "-Wl,--no-warn-symbol-ordering".into(),
