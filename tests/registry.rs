@@ -54,20 +54,22 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("docker-registry (the Debian package) must be installed: make deps");
-        let registry = Registry {
+        let mut registry = Registry {
             child,
             port,
             dir,
             scheme,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the registry did not listen: {}",
-                registry.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let listening =
+            serve::wait_until_listening(port, Duration::from_secs(20), || {
+                match registry.child.try_wait() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(status)) => Err(format!("docker-registry exited ({status})")),
+                    Err(e) => Err(format!("docker-registry: {e}")),
+                }
+            });
+        if let Err(why) = listening {
+            panic!("{why}; its log:\n{}", registry.log());
         }
         registry
     }

@@ -114,15 +114,10 @@ fn registry(dir: &Path) -> Result<(Proc, String)> {
     let mut cmd = Command::new("docker-registry");
     cmd.arg("serve").arg(config);
     let mut proc = Proc::spawn("docker-registry", cmd, &dir.join("registry.log"))?;
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        proc.check_alive()?;
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "docker-registry did not listen on {host}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    serve::wait_until_listening(port, WAIT, || {
+        proc.check_alive().map_err(|e| format!("{e:#}"))
+    })
+    .map_err(anyhow::Error::msg)?;
     let user = format!("{}:{}", serve::USER, serve::PASSWORD);
     let out = serve::push_command(
         &root(),

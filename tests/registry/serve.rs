@@ -7,8 +7,10 @@
 
 #![allow(dead_code)] // each suite uses a part of it
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The test user of the registry with basic auth, and its bcrypt hash
 /// (`crypt.crypt('e2e-secret', crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`:
@@ -77,4 +79,25 @@ pub fn push_command(
 pub fn requests(log: &str, repo: &str) -> usize {
     let needle = format!("\"GET /v2/{repo}/");
     log.lines().filter(|l| l.contains(&needle)).count()
+}
+
+/// Waits until the registry accepts connections on 127.0.0.1:`port`, at
+/// most `within`; `alive` says why not once the process has exited (then
+/// there is no point waiting the rest).
+pub fn wait_until_listening(
+    port: u16,
+    within: Duration,
+    mut alive: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        alive()?;
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "docker-registry did not listen on 127.0.0.1:{port} within {within:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
