@@ -30,6 +30,12 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 python3 benches/review-with-pod.py examples/admission-review.json tests/fixtures/bench-runner-pod.json "$WORK/pod10k.json"
 
+review() { # body url h2load-options...: the body as an AdmissionReview, as the benchmark sends it
+    local body=$1 url=$2
+    shift 2
+    h2load -t 1 "$@" -H 'content-type: application/json' -d "$body" "$url"
+}
+
 functions() { # binary → the mangled names of the functions it ran, in first-seen order
     local bin=$1 cg=$WORK/callgrind.out
     serve_locally "$WORK" "$bin" valgrind --tool=callgrind --demangle=no --callgrind-out-file="$cg"
@@ -37,15 +43,15 @@ functions() { # binary → the mangled names of the functions it ran, in first-s
     # Concurrent HTTP/2 streams as the apiserver sends them (flow control,
     # several connections, the runtime's other worker), then HTTP/1.1.
     for body in examples/admission-review.json "$WORK/pod10k.json"; do
-        h2load -t 1 -c 4 -m 8 -n 4000 -H 'content-type: application/json' -d "$body" "$webhook" \
-            | grep -q ' 4000 succeeded' || { echo "hot-functions.sh: reviews failed" >&2; exit 1; }
+        review "$body" "$webhook" -c 4 -m 8 -n 4000 | grep -q ' 4000 succeeded' \
+            || { echo "hot-functions.sh: reviews failed" >&2; exit 1; }
         curl -sS --fail --http1.1 --cacert "$WORK/certs/ca.crt" -H 'Content-Type: application/json' \
             --data-binary @"$body" "$webhook" -o /dev/null
         # The benchmark's loads end mid-request: h2load -D stops with
         # streams open (resets, connection errors), which -n never does.
         for load in "-c 16 -m 1" "-c 8 -m 8"; do
             # shellcheck disable=SC2086
-            h2load -t 1 $load -D 3 -H 'content-type: application/json' -d "$body" "$webhook" >/dev/null || true
+            review "$body" "$webhook" $load -D 3 >/dev/null || true
         done
     done
     curl -sS --fail "$metrics" -o /dev/null
@@ -77,7 +83,7 @@ sampled() { # binary → the functions perf's samples saw serving the
     for body in examples/admission-review.json "$WORK/pod10k.json"; do
         for load in "-c 1 -m 1" "-c 16 -m 1" "-c 8 -m 8" "-c 64 -m 1"; do
             # shellcheck disable=SC2086
-            h2load -t 1 $load -D 2 -H 'content-type: application/json' -d "$body" "$WEBHOOK" >/dev/null
+            review "$body" "$WEBHOOK" $load -D 2 >/dev/null
         done
     done
     kill -INT "$SERVE_PID"
