@@ -10,20 +10,66 @@
 //! `--config-map` must name it. `sidecarMode: auto` is decided from the
 //! cluster's versions by the webhook's own detection.
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams};
+use serde::Deserialize;
 
 use crate::engine::config::Config;
 use crate::engine::inject::{self, Args};
 use crate::engine::Mode;
+use crate::webhook::apiserver::types::{List, Meta};
+use crate::webhook::apiserver::Client;
+use crate::webhook::percent::encode;
 use crate::webhook::serve::autodetect;
 
 /// What the installation's objects carry (chart and kustomize base alike).
 const PART_OF: &str = "app.kubernetes.io/part-of=dind-injector";
 /// The config file's key in the ConfigMap.
 const KEY: &str = "config.yaml";
+
+#[derive(Deserialize)]
+struct ConfigMap {
+    #[serde(default)]
+    metadata: Meta,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+/// A Deployment: the ConfigMaps its pods mount, nothing else.
+#[derive(Deserialize)]
+struct Deployment {
+    spec: DeploymentSpec,
+}
+
+#[derive(Deserialize)]
+struct DeploymentSpec {
+    template: PodTemplate,
+}
+
+#[derive(Deserialize)]
+struct PodTemplate {
+    #[serde(default)]
+    spec: PodSpec,
+}
+
+#[derive(Deserialize, Default)]
+struct PodSpec {
+    #[serde(default)]
+    volumes: Vec<Volume>,
+}
+
+#[derive(Deserialize)]
+struct Volume {
+    #[serde(rename = "configMap")]
+    config_map: Option<Name>,
+}
+
+#[derive(Deserialize)]
+struct Name {
+    #[serde(default)]
+    name: String,
+}
 
 /// `inject`, with the config read from the cluster when asked.
 pub fn inject(args: Args) -> Result<()> {
@@ -42,18 +88,18 @@ pub fn inject(args: Args) -> Result<()> {
 /// The installed config (where it came from, parsed and validated) and what
 /// `auto` means in this cluster.
 async fn installed(args: &Args) -> Result<(String, Config, Mode)> {
-    let client = kube::Client::try_default().await.context(
+    let client = Client::infer().await.context(
         "--from-cluster: cannot reach the cluster (KUBECONFIG or the in-cluster account)",
     )?;
     let ns = &args.namespace;
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let candidates: Vec<String> = maps
-        .list(&ListParams::default().labels(PART_OF))
+    let maps = format!("/api/v1/namespaces/{}/configmaps", encode(ns));
+    let candidates: Vec<String> = client
+        .get::<List<ConfigMap>>(&format!("{maps}?labelSelector={}", encode(PART_OF)))
         .await
         .with_context(|| format!("--from-cluster: cannot list the ConfigMaps of namespace {ns}"))?
         .items
         .into_iter()
-        .filter(|m| m.data.as_ref().is_some_and(|d| d.contains_key(KEY)))
+        .filter(|m| m.data.contains_key(KEY))
         .filter_map(|m| m.metadata.name)
         .collect();
     let mounted = if args.config_map.is_none() && candidates.len() > 1 {
@@ -62,15 +108,14 @@ async fn installed(args: &Args) -> Result<(String, Config, Mode)> {
         Vec::new()
     };
     let name = choose(ns, args.config_map.as_deref(), &candidates, &mounted)?;
-    let map = maps
-        .get(&name)
+    let map: ConfigMap = client
+        .get(&format!("{maps}/{}", encode(&name)))
         .await
         .with_context(|| format!("--from-cluster: cannot read ConfigMap {ns}/{name}"))?;
     let source = format!("ConfigMap {ns}/{name}");
     let text = map
         .data
-        .as_ref()
-        .and_then(|d| d.get(KEY))
+        .get(KEY)
         .with_context(|| format!("{source} has no {KEY}"))?;
     let config = Config::from_yaml(text).with_context(|| format!("{source}: {KEY}"))?;
     let detection = autodetect::detect(&client).await;
@@ -82,20 +127,20 @@ async fn installed(args: &Args) -> Result<(String, Config, Mode)> {
 }
 
 /// The ConfigMaps the installation's Deployments mount.
-async fn mounted_config_maps(client: &kube::Client, ns: &str) -> Result<Vec<String>> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let list = deployments
-        .list(&ListParams::default().labels(PART_OF))
-        .await
-        .with_context(|| {
-            format!("--from-cluster: cannot list the Deployments of namespace {ns}")
-        })?;
+async fn mounted_config_maps(client: &Client, ns: &str) -> Result<Vec<String>> {
+    let path = format!(
+        "/apis/apps/v1/namespaces/{}/deployments?labelSelector={}",
+        encode(ns),
+        encode(PART_OF)
+    );
+    let list: List<Deployment> = client.get(&path).await.with_context(|| {
+        format!("--from-cluster: cannot list the Deployments of namespace {ns}")
+    })?;
     Ok(list
         .items
-        .iter()
-        .filter_map(|d| d.spec.template.spec.as_ref()?.volumes.as_ref())
-        .flatten()
-        .filter_map(|v| v.config_map.as_ref().map(|c| c.name.clone()))
+        .into_iter()
+        .flat_map(|d| d.spec.template.spec.volumes)
+        .filter_map(|v| v.config_map.map(|c| c.name))
         .collect())
 }
 

@@ -2,10 +2,12 @@
 //! developer's machine (`certs`). Async (tokio) lives here and only here.
 
 pub mod admission;
+pub mod apiserver;
 pub mod certs;
 pub mod cluster;
 pub mod detect;
 pub mod outcome;
+pub mod percent;
 pub mod pki;
 pub mod registry;
 pub mod serve;

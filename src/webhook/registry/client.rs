@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::auth::{self, Challenge, Credentials};
 use super::reference::Reference;
 use crate::engine::{ImageCommand, Platform};
+use crate::webhook::percent::encode;
 
 /// Manifests and configs are small; a bigger body is refused, not read.
 pub const MAX_BODY: usize = 4 << 20;
@@ -445,17 +446,6 @@ fn resolve(base: &Uri, location: &str) -> String {
 }
 
 /// Percent-encodes a query value (scopes hold `:` and `/`).
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn json(url: &str, body: &[u8]) -> Result<Value, FetchError> {
     serde_json::from_slice(body).map_err(|e| FetchError::invalid(url, format!("not JSON: {e}")))
 }

@@ -139,7 +139,7 @@ pub async fn from_config(config: &RegistryConfig) -> Result<Option<Arc<Resolver>
         ca_file(path)?;
     }
     let kube = if config.read_pull_secrets {
-        match kube::Client::try_default().await {
+        match crate::webhook::apiserver::Client::infer().await {
             Ok(c) => Some(c),
             Err(error) => {
                 tracing::warn!(%error, "registry: no Kubernetes API client; pull secrets cannot be read");
@@ -198,7 +198,7 @@ pub struct Resolver {
     client: tokio::sync::OnceCell<Client>,
     config: RegistryConfig,
     /// For imagePullSecrets, when `readPullSecrets` is on.
-    kube: Option<kube::Client>,
+    kube: Option<crate::webhook::apiserver::Client>,
     cache: Mutex<Cache>,
     /// Look-ups under way: done-signal and start. A review joining one
     /// waits only what is left of the budget from that start, so a
@@ -207,7 +207,10 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(config: RegistryConfig, kube: Option<kube::Client>) -> Resolver {
+    pub fn new(
+        config: RegistryConfig,
+        kube: Option<crate::webhook::apiserver::Client>,
+    ) -> Resolver {
         Resolver {
             client: tokio::sync::OnceCell::new(),
             config,

@@ -2,28 +2,58 @@
 //! ServiceAccount's, read from the API only when `readPullSecrets` is on
 //! (the chart then grants `get` on Secrets and ServiceAccounts).
 
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::Api;
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use serde::Deserialize;
 
 use super::auth::{self, Credentials};
 use super::reference::Reference;
 use crate::engine::Query;
+use crate::webhook::apiserver;
+use crate::webhook::percent::encode;
+
+#[derive(Deserialize)]
+struct ServiceAccount {
+    #[serde(rename = "imagePullSecrets", default)]
+    image_pull_secrets: Vec<Name>,
+}
+
+#[derive(Deserialize)]
+struct Name {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Secret {
+    #[serde(default)]
+    data: BTreeMap<String, ByteString>,
+}
 
 /// Every credential for `image`'s registry, in the pod's order, then the
 /// ServiceAccount's. A Secret that cannot be read or parsed is logged and
 /// skipped: the look-up then goes on with the others.
 pub async fn credentials(
-    client: &kube::Client,
+    client: &apiserver::Client,
     namespace: &str,
     query: &Query,
     image: &Reference,
 ) -> Vec<Credentials> {
     let mut names = query.pull_secrets.clone();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    match accounts.get_opt(&query.service_account).await {
+    let path = |kind: &str, name: &str| {
+        format!(
+            "/api/v1/namespaces/{}/{kind}/{}",
+            encode(namespace),
+            encode(name)
+        )
+    };
+    match client
+        .get_opt::<ServiceAccount>(&path("serviceaccounts", &query.service_account))
+        .await
+    {
         Ok(Some(sa)) => names.extend(
             sa.image_pull_secrets
-                .unwrap_or_default()
                 .into_iter()
                 .map(|r| r.name)
                 .filter(|n| !n.is_empty()),
@@ -32,10 +62,9 @@ pub async fn credentials(
         Err(error) => tracing::warn!(%namespace, service_account = %query.service_account, %error,
             "registry: cannot read the ServiceAccount's imagePullSecrets"),
     }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut found = Vec::new();
     for name in names {
-        let secret = match secrets.get_opt(&name).await {
+        let secret = match client.get_opt::<Secret>(&path("secrets", &name)).await {
             Ok(Some(s)) => s,
             Ok(None) => continue,
             Err(error) => {
@@ -43,7 +72,7 @@ pub async fn credentials(
                 continue;
             }
         };
-        let data = secret.data.unwrap_or_default();
+        let data = secret.data;
         let Some(json) = data
             .get(".dockerconfigjson")
             .or_else(|| data.get(".dockercfg"))

@@ -9,14 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
+use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
 use super::server::EngineHandle;
 use crate::engine::Mode;
+use crate::webhook::apiserver::{self, types::List};
 use crate::webhook::detect::{self, Detected};
+use crate::webhook::percent::encode;
 
 /// Nodes per list call; large clusters are read in pages.
 const PAGE: u32 = 500;
@@ -38,17 +39,41 @@ impl Detection {
     }
 }
 
+#[derive(Deserialize)]
+struct Version {
+    #[serde(rename = "gitVersion")]
+    git_version: String,
+}
+
+/// A node: its kubelet's version, nothing else.
+#[derive(Deserialize)]
+struct Node {
+    #[serde(default)]
+    status: NodeStatus,
+}
+
+#[derive(Deserialize, Default)]
+struct NodeStatus {
+    #[serde(rename = "nodeInfo", default)]
+    node_info: NodeInfo,
+}
+
+#[derive(Deserialize, Default)]
+struct NodeInfo {
+    #[serde(rename = "kubeletVersion", default)]
+    kubelet_version: String,
+}
+
 /// Reads the versions and decides; never fails (classic with a reason).
-pub async fn detect(client: &kube::Client) -> Detection {
-    let info = match client.apiserver_version().await {
+pub async fn detect(client: &apiserver::Client) -> Detection {
+    let info: Version = match client.get("/version").await {
         Ok(info) => info,
         Err(e) => return Detection::Unavailable(format!("cannot read the apiserver version: {e}")),
     };
-    let nodes: Api<Node> = Api::all(client.clone());
     let mut kubelets = Vec::new();
-    let mut params = ListParams::default().limit(PAGE);
+    let mut path = format!("/api/v1/nodes?limit={PAGE}");
     loop {
-        let page = match nodes.list(&params).await {
+        let page: List<Node> = match client.get(&path).await {
             Ok(page) => page,
             Err(e) => {
                 return Detection::Unavailable(format!(
@@ -56,14 +81,13 @@ pub async fn detect(client: &kube::Client) -> Detection {
                 ))
             }
         };
-        kubelets.extend(page.items.into_iter().map(|n| {
-            n.status
-                .and_then(|s| s.node_info)
-                .map(|i| i.kubelet_version)
-                .unwrap_or_default()
-        }));
+        kubelets.extend(
+            page.items
+                .into_iter()
+                .map(|n| n.status.node_info.kubelet_version),
+        );
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
+            Some(token) => path = format!("/api/v1/nodes?limit={PAGE}&continue={}", encode(&token)),
             None => break,
         }
     }
@@ -104,12 +128,10 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let client = match kube::Client::try_default().await {
+    let client = match apiserver::Client::infer().await {
         Ok(client) => Some(client),
         Err(e) => {
-            log(&Detection::Unavailable(format!(
-                "no Kubernetes client configuration (in-cluster or KUBECONFIG): {e}"
-            )));
+            log(&Detection::Unavailable(e.to_string()));
             None
         }
     };

@@ -1,5 +1,11 @@
 //! Structured logs via `tracing`: JSON in clusters, text for people.
-//! `RUST_LOG` filters as usual (default `info`).
+//! `RUST_LOG` filters by target and level (default `info`), e.g. `debug`
+//! or `info,dind_injector=debug,h2=warn`; a value that does not parse
+//! stops the start with an error that names it. These are `EnvFilter`'s
+//! target directives without its span and field matching, which needs a
+//! regular-expression engine: its tables, relocated at every start, were
+//! the largest part of the executable's copied-on-write memory
+//! (`docs/design.md`, issue 12).
 //!
 //! Lines are written to stderr by a thread of their own: a review formats
 //! its line and hands it over, instead of waiting for a write to a pipe the
@@ -29,9 +35,11 @@ use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Bytes that may wait for the writer thread. A review's line is a few
 /// hundred bytes (its fields are cut: a few KiB at most), so this holds
@@ -48,9 +56,9 @@ pub const QUEUED_BYTES: usize = 256 * 1024;
 /// second it wakes a few hundred times, not once per line.
 pub const LINGER: Duration = Duration::from_millis(2);
 
-/// What a buffer keeps of its capacity after its lines are written: a few
-/// lingers' worth at the highest rate, so steady load never reallocates,
-/// and a stall's growth towards [`QUEUED_BYTES`] does not stay resident.
+/// The most capacity a buffer keeps after its lines are written: a few
+/// lingers' worth at the highest rate, so steady load never reallocates.
+/// A buffer that grew past it is let go whole ([`after_write`]).
 pub const KEPT_BYTES: usize = 64 * 1024;
 
 /// A buffer's first allocation: a handful of lines, not more.
@@ -264,6 +272,22 @@ impl Lines {
     }
 }
 
+/// Empties a written buffer, and lets it go if a stall grew it past
+/// [`KEPT_BYTES`]. Both buffers pass through here in turn, so a stall's
+/// growth goes within two writes. Not `shrink_to`: glibc maps a block of
+/// 128 KiB or more on its own, and shrinking one only remaps it smaller;
+/// it then stayed a mapping of its own, every page touched (after the
+/// bench loads, `malloc_stats` counted two such blocks, 136 KiB, in a
+/// process whose peak RSS is held near a minimal webhook's). Freed, it is
+/// unmapped, and the buffer grows again inside the arena.
+fn after_write(taken: &mut Vec<u8>) {
+    if taken.capacity() > KEPT_BYTES {
+        *taken = Vec::new();
+    } else {
+        taken.clear();
+    }
+}
+
 /// Takes what the lines left, writes it, lingers; until the queue is
 /// closed and empty.
 fn write_lines(queue: &Queue, mut out: impl Write) {
@@ -287,10 +311,7 @@ fn write_lines(queue: &Queue, mut out: impl Write) {
 
         let _ = out.write_all(&taken);
         let _ = out.flush();
-        taken.clear();
-        // Both buffers pass through here in turn: a burst's growth goes
-        // within two writes.
-        taken.shrink_to(KEPT_BYTES);
+        after_write(&mut taken);
 
         let mut state = queue.lock();
         state.written = upto;
@@ -319,29 +340,53 @@ impl Drop for Gone<'_> {
     }
 }
 
+/// The environment variable [`filter`] reads.
+pub const FILTER_VAR: &str = "RUST_LOG";
+
+/// What `RUST_LOG` asks for: unset or empty is `info`; anything else must
+/// parse, so a typo is an error at start rather than a silent `info`.
+pub fn filter(value: Option<&str>) -> Result<Targets, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Targets::new().with_default(tracing::Level::INFO)),
+        Some(directives) => directives.parse().map_err(|e| {
+            format!(
+                "{FILTER_VAR}={directives:?}: {e}; expected a level or target=level \
+                 directives, e.g. info,dind_injector=debug"
+            )
+        }),
+    }
+}
+
 /// Installs the subscriber; the returned [`Lines`] is to be flushed before
 /// the process exits (`None` if the writer thread could not be started:
 /// lines then go straight to stderr).
-pub fn init(format: &str) -> Option<Lines> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(format: &str) -> anyhow::Result<Option<Lines>> {
+    let value = match std::env::var(FILTER_VAR) {
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(value)) => {
+            anyhow::bail!("{FILTER_VAR}={value:?} is not UTF-8")
+        }
+    };
+    let filter = filter(value.as_deref()).map_err(anyhow::Error::msg)?;
     let lines = Lines::spawn(io::stderr()).ok();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(match lines.clone() {
-            Some(lines) => BoxMakeWriter::new(lines),
-            None => BoxMakeWriter::new(io::stderr),
-        });
+    let builder = tracing_subscriber::fmt().with_writer(match lines.clone() {
+        Some(lines) => BoxMakeWriter::new(lines),
+        None => BoxMakeWriter::new(io::stderr),
+    });
     // try_init: a second initialisation (tests) is not an error worth dying for.
     let _ = if format == "json" {
         builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .finish()
+            .with(filter)
             .try_init()
     } else {
-        builder.with_ansi(false).try_init()
+        builder.with_ansi(false).finish().with(filter).try_init()
     };
-    lines
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -634,5 +679,56 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    /// Whether `filter` lets an event of `level` from `target` through.
+    fn passes(filter: &Targets, target: &str, level: tracing::Level) -> bool {
+        filter.would_enable(target, &level)
+    }
+
+    #[test]
+    fn a_buffer_grown_past_what_is_kept_is_let_go_whole() {
+        let mut grown = Vec::with_capacity(2 * QUEUED_BYTES);
+        grown.extend_from_slice(b"line\n");
+        after_write(&mut grown);
+        assert_eq!((grown.len(), grown.capacity()), (0, 0));
+
+        let mut steady = Vec::with_capacity(KEPT_BYTES);
+        steady.extend_from_slice(b"line\n");
+        after_write(&mut steady);
+        assert_eq!((steady.len(), steady.capacity()), (0, KEPT_BYTES));
+    }
+
+    #[test]
+    fn rust_log_unset_or_empty_is_info() {
+        for value in [None, Some(""), Some("  ")] {
+            let filter = filter(value).unwrap();
+            assert!(passes(&filter, "dind_injector", tracing::Level::INFO));
+            assert!(passes(&filter, "h2", tracing::Level::WARN));
+            assert!(!passes(&filter, "dind_injector", tracing::Level::DEBUG));
+        }
+    }
+
+    #[test]
+    fn rust_log_sets_levels_by_target() {
+        let filter = filter(Some("warn,dind_injector=debug")).unwrap();
+        assert!(passes(
+            &filter,
+            "dind_injector::webhook",
+            tracing::Level::DEBUG
+        ));
+        assert!(!passes(&filter, "dind_injector", tracing::Level::TRACE));
+        assert!(!passes(&filter, "h2", tracing::Level::INFO));
+        assert!(passes(&filter, "h2", tracing::Level::WARN));
+    }
+
+    #[test]
+    fn a_bad_rust_log_is_an_error_that_names_it() {
+        for bad in ["dind_injector=loud", "info,h2=verbose", "a=b=c"] {
+            let Err(e) = filter(Some(bad)) else {
+                panic!("{bad:?} parsed")
+            };
+            assert!(e.contains(&format!("RUST_LOG={bad:?}")), "{e}");
+        }
     }
 }

@@ -154,7 +154,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let lines = logging::init(&args.log_format);
+    let lines = logging::init(&args.log_format)?;
     let result = serve(args);
     if let Some(lines) = lines {
         lines.flush(Duration::from_secs(2));

@@ -15,18 +15,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams, WatchEvent, WatchParams};
-use kube::core::PartialObjectMeta;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use crate::contract::annotation;
+use crate::webhook::apiserver::types::{
+    ErrorStatus, List, Object, WatchLine, METADATA, METADATA_LIST,
+};
+use crate::webhook::apiserver::{self, ApiError};
 
 /// Seconds a watch request lasts before the apiserver ends it (it is then
 /// started again from the last version): under its 30 min default, so a
 /// silently lost connection is noticed.
 const WATCH_SECONDS: u32 = 290;
+/// A watch silent this much longer than it was asked to last has lost
+/// its connection.
+const WATCH_IDLE: Duration = Duration::from_secs(WATCH_SECONDS as u64 + 30);
 /// Waits between failed attempts: doubled from the first, up to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -54,24 +58,21 @@ impl NamespaceProfiles {
     }
 
     /// The state of a complete list: what is not in it is gone.
-    fn replace(&self, namespaces: &[PartialObjectMeta<Namespace>]) {
+    fn replace(&self, namespaces: &[Object]) {
         let map = namespaces.iter().filter_map(profile_of).collect();
         *self.write() = map;
     }
 
     /// One watched change; the namespace and its new profile (`None`:
     /// none) when the change is one for us.
-    fn apply(
-        &self,
-        event: &WatchEvent<PartialObjectMeta<Namespace>>,
-    ) -> Option<(String, Option<String>)> {
+    fn apply(&self, event: &Event) -> Option<(String, Option<String>)> {
         let (name, profile) = match event {
-            WatchEvent::Added(ns) | WatchEvent::Modified(ns) => (
+            Event::Added(ns) | Event::Modified(ns) => (
                 ns.metadata.name.clone().unwrap_or_default(),
                 profile_of(ns).map(|(_, p)| p),
             ),
-            WatchEvent::Deleted(ns) => (ns.metadata.name.clone()?, None),
-            WatchEvent::Bookmark(_) | WatchEvent::Error(_) => return None,
+            Event::Deleted(ns) => (ns.metadata.name.clone()?, None),
+            Event::Bookmark(_) | Event::Error(_) => return None,
         };
         let mut map = self.write();
         let before = match &profile {
@@ -82,11 +83,41 @@ impl NamespaceProfiles {
     }
 }
 
-fn profile_of(ns: &PartialObjectMeta<Namespace>) -> Option<(String, String)> {
+fn profile_of(ns: &Object) -> Option<(String, String)> {
     let name = ns.metadata.name.clone()?;
-    let profile = ns.metadata.annotations.as_ref()?.get(annotation::PROFILE)?;
+    let profile = ns.metadata.annotations.get(annotation::PROFILE)?;
     Some((name, profile.clone()))
 }
+
+/// One watched change of a namespace (its metadata only).
+#[derive(Debug)]
+enum Event {
+    Added(Object),
+    Modified(Object),
+    Deleted(Object),
+    Bookmark(Object),
+    Error(ErrorStatus),
+}
+
+impl Event {
+    fn parse(line: WatchLine<Box<RawValue>>) -> Result<Event, String> {
+        let object = || {
+            serde_json::from_str::<Object>(line.object.get())
+                .map_err(|e| format!("a {} event: {e}", line.kind))
+        };
+        Ok(match line.kind.as_str() {
+            "ADDED" => Event::Added(object()?),
+            "MODIFIED" => Event::Modified(object()?),
+            "DELETED" => Event::Deleted(object()?),
+            "BOOKMARK" => Event::Bookmark(object()?),
+            "ERROR" => Event::Error(serde_json::from_str(line.object.get()).unwrap_or_default()),
+            other => return Err(format!("an event of unknown type {other:?}")),
+        })
+    }
+}
+
+/// The namespaces' metadata, no more.
+const NAMESPACES: &str = "/api/v1/namespaces";
 
 /// Keeps `cache` up to date until `stop`; `synced` fires after the first
 /// complete list.
@@ -101,11 +132,10 @@ pub async fn run(
     let mut last_problem = String::new();
     loop {
         let attempt = async {
-            let client = kube::Client::try_default().await.map_err(|e| {
-                format!("no Kubernetes client configuration (in-cluster or KUBECONFIG): {e}")
-            })?;
-            let api: Api<Namespace> = Api::all(client);
-            let list = api.list_metadata(&ListParams::default()).await.map_err(|e| {
+            let client = apiserver::Client::infer()
+                .await
+                .map_err(|e| e.to_string())?;
+            let list: List<Object> = client.get_as(NAMESPACES, METADATA_LIST).await.map_err(|e| {
                 format!("cannot list namespaces (the ServiceAccount needs list and watch on namespaces): {e}")
             })?;
             cache.replace(&list.items);
@@ -117,7 +147,7 @@ pub async fn run(
                 let _ = synced.send(());
             }
             let version = list.metadata.resource_version.unwrap_or_default();
-            watch(&api, &cache, version).await
+            watch(&client, &cache, version).await
         };
         let problem = tokio::select! {
             () = &mut stop => return,
@@ -144,20 +174,24 @@ pub async fn run(
 /// Follows the namespaces from `version` on; returns only with the reason
 /// a new list is needed.
 async fn watch(
-    api: &Api<Namespace>,
+    client: &apiserver::Client,
     cache: &NamespaceProfiles,
     mut version: String,
 ) -> Result<std::convert::Infallible, String> {
     loop {
-        let params = WatchParams::default().timeout(WATCH_SECONDS);
-        let stream = api
-            .watch_metadata(&params, &version)
+        let path = format!(
+            "{NAMESPACES}?watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}&resourceVersion={}",
+            crate::webhook::percent::encode(&version)
+        );
+        let mut events = client
+            .watch(&path, METADATA, WATCH_IDLE)
             .await
             .map_err(|e| format!("cannot watch namespaces: {e}"))?;
-        futures_util::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            let event = event.map_err(|e| format!("namespace watch failed: {e}"))?;
-            if let WatchEvent::Error(status) = &event {
+        while let Some(line) = events.next::<WatchLine<Box<RawValue>>>().await {
+            let failed = |e: ApiError| format!("namespace watch failed: {e}");
+            let event = Event::parse(line.map_err(failed)?)
+                .map_err(|e| format!("namespace watch failed: {e}"))?;
+            if let Event::Error(status) = &event {
                 return Err(format!(
                     "namespace watch ended by the apiserver ({}): {}",
                     status.code, status.message
@@ -171,11 +205,11 @@ async fn watch(
                 );
             }
             let seen = match &event {
-                WatchEvent::Added(ns) | WatchEvent::Modified(ns) | WatchEvent::Deleted(ns) => {
-                    ns.metadata.resource_version.clone()
-                }
-                WatchEvent::Bookmark(b) => Some(b.metadata.resource_version.clone()),
-                WatchEvent::Error(_) => None,
+                Event::Added(ns)
+                | Event::Modified(ns)
+                | Event::Deleted(ns)
+                | Event::Bookmark(ns) => ns.metadata.resource_version.clone(),
+                Event::Error(_) => None,
             };
             if let Some(seen) = seen {
                 version = seen;
@@ -187,19 +221,19 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use crate::webhook::apiserver::types::Meta;
     use std::collections::BTreeMap;
 
-    fn ns(name: &str, profile: Option<&str>) -> PartialObjectMeta<Namespace> {
-        let annotations = profile.map(|p| BTreeMap::from([(annotation::PROFILE.into(), p.into())]));
-        PartialObjectMeta {
-            types: None,
-            metadata: ObjectMeta {
+    fn ns(name: &str, profile: Option<&str>) -> Object {
+        let annotations = profile
+            .map(|p| BTreeMap::from([(annotation::PROFILE.into(), p.into())]))
+            .unwrap_or_default();
+        Object {
+            metadata: Meta {
                 name: Some(name.into()),
                 annotations,
-                ..Default::default()
+                resource_version: None,
             },
-            _phantom: Default::default(),
         }
     }
 
@@ -216,17 +250,38 @@ mod tests {
             "a namespace gone from the list is gone"
         );
 
-        let changed = cache.apply(&WatchEvent::Added(ns("web", Some("small"))));
+        let changed = cache.apply(&Event::Added(ns("web", Some("small"))));
         assert_eq!(changed, Some(("web".into(), Some("small".into()))));
         assert_eq!(cache.get("web").as_deref(), Some("small"));
         assert_eq!(
-            cache.apply(&WatchEvent::Modified(ns("web", Some("small")))),
+            cache.apply(&Event::Modified(ns("web", Some("small")))),
             None
         );
-        cache.apply(&WatchEvent::Modified(ns("web", None)));
+        cache.apply(&Event::Modified(ns("web", None)));
         assert_eq!(cache.get("web"), None, "an annotation removed is removed");
-        assert_eq!(cache.apply(&WatchEvent::Modified(ns("other", None))), None);
-        cache.apply(&WatchEvent::Deleted(ns("ci", Some("big"))));
+        assert_eq!(cache.apply(&Event::Modified(ns("other", None))), None);
+        cache.apply(&Event::Deleted(ns("ci", Some("big"))));
         assert_eq!(cache.get("ci"), None);
+    }
+
+    #[test]
+    fn watch_lines_are_read_as_the_apiserver_writes_them() {
+        let parse = |line: &str| Event::parse(serde_json::from_str(line).unwrap());
+        let added = parse(
+            r#"{"type":"ADDED","object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1",
+                "metadata":{"name":"ci","resourceVersion":"42","annotations":{"dind-injector.io/profile":"big"}}}}"#,
+        )
+        .unwrap();
+        let Event::Added(object) = &added else {
+            panic!("{added:?}")
+        };
+        assert_eq!(object.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(profile_of(object), Some(("ci".into(), "big".into())));
+        let error = parse(r#"{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old resource version"}}"#)
+            .unwrap();
+        assert!(matches!(error, Event::Error(ErrorStatus { code: 410, .. })));
+        assert!(parse(r#"{"type":"SIDEWAYS","object":{}}"#)
+            .unwrap_err()
+            .contains("SIDEWAYS"));
     }
 }

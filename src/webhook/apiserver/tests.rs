@@ -1,0 +1,220 @@
+use std::path::PathBuf;
+
+use super::config::{from_kubeconfig, in_cluster, Auth, Config, Env};
+use super::ConfigError;
+
+/// A directory of its own, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("apiserver-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate and its key, PEM.
+fn pem_pair() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn kubeconfig(cluster: &str, user: &str, current: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n{cluster}\nusers:\n- name: u\n  user:\n{user}\n\
+         contexts:\n- name: ctx\n  context:\n    cluster: c\n    user: u\ncurrent-context: {current}\n"
+    )
+}
+
+fn error(result: Result<Config, ConfigError>) -> String {
+    match result {
+        Ok(c) => panic!("expected an error, got a config from {}", c.source),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_kubeconfig_with_a_relative_ca_file_and_a_token() {
+    let dir = Dir::new("token");
+    let (ca, _) = pem_pair();
+    dir.write("ca.crt", &ca);
+    let file = dir.write(
+        "config",
+        &kubeconfig(
+            "    server: https://127.0.0.1:6443/\n    certificate-authority: ca.crt",
+            "    token: s3cret",
+            "ctx",
+        ),
+    );
+    let config = from_kubeconfig(&[file]).unwrap();
+    assert_eq!(config.server, "https://127.0.0.1:6443");
+    assert_eq!(config.roots.len(), 1);
+    assert!(matches!(&config.auth, Auth::Token(t) if t == "s3cret"));
+    assert!(config.identity.is_none());
+    assert!(config.source.contains("\"ctx\""), "{}", config.source);
+}
+
+#[test]
+fn client_certificate_data_and_merged_files() {
+    let dir = Dir::new("merged");
+    let (ca, _) = pem_pair();
+    let (cert, key) = pem_pair();
+    // The first file sets the context; the second holds cluster and user.
+    let first = dir.write("first", "current-context: ctx\n");
+    let second = dir.write(
+        "second",
+        &kubeconfig(
+            &format!(
+                "    server: https://h:443\n    certificate-authority-data: {}",
+                b64(&ca)
+            ),
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}",
+                b64(&cert),
+                b64(&key)
+            ),
+            "other",
+        ),
+    );
+    let config = from_kubeconfig(&[first, second]).unwrap();
+    assert!(config.identity.is_some());
+    assert!(matches!(config.auth, Auth::None));
+    super::Client::new(config).unwrap();
+}
+
+#[test]
+fn what_is_not_supported_or_missing_is_named() {
+    let dir = Dir::new("bad");
+    let (ca, _) = pem_pair();
+    let cluster = format!(
+        "    server: https://h\n    certificate-authority-data: {}",
+        b64(&ca)
+    );
+    let cases = [
+        (
+            kubeconfig(
+                "    server: https://h\n    insecure-skip-tls-verify: true",
+                "    token: t",
+                "ctx",
+            ),
+            "insecure-skip-tls-verify",
+        ),
+        (
+            kubeconfig(&cluster, "    auth-provider:\n      name: gcp", "ctx"),
+            "auth-provider",
+        ),
+        (
+            kubeconfig(&cluster, "    token: t", "nowhere"),
+            "\"nowhere\"",
+        ),
+        (
+            kubeconfig(&cluster.replace("https", "http"), "    token: t", "ctx"),
+            "not https://",
+        ),
+        (
+            kubeconfig(&cluster, "    client-certificate-data: eA==", "ctx"),
+            "client-key",
+        ),
+        ("clusters: [".to_string(), "config"),
+    ];
+    for (text, named) in cases {
+        let file = dir.write("config", &text);
+        let e = error(from_kubeconfig(&[file]));
+        assert!(e.contains(named), "{named}: {e}");
+    }
+}
+
+#[test]
+fn an_exec_plugin_gives_the_token() {
+    let dir = Dir::new("exec");
+    let (ca, _) = pem_pair();
+    let plugin = dir.write(
+        "plugin.sh",
+        "#!/bin/sh\ncase \"$KUBERNETES_EXEC_INFO\" in *ExecCredential*) ;; *) exit 3;; esac\n\
+         echo '{\"kind\":\"ExecCredential\",\"status\":{\"token\":\"'\"$TOKEN\"'\"}}'\n",
+    );
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let file = dir.write(
+        "config",
+        &kubeconfig(
+            &format!("    server: https://h\n    certificate-authority-data: {}", b64(&ca)),
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./plugin.sh\n      \
+             env:\n      - name: TOKEN\n        value: fr0m-exec",
+            "ctx",
+        ),
+    );
+    let config = from_kubeconfig(std::slice::from_ref(&file)).unwrap();
+    match &config.auth {
+        Auth::Exec(exec) => assert_eq!(exec.token().as_deref(), Some("fr0m-exec")),
+        _ => panic!("not exec"),
+    }
+    std::fs::write(&plugin, "#!/bin/sh\nexit 1\n").unwrap();
+    let e = error(from_kubeconfig(&[file]));
+    assert!(e.contains("plugin.sh") && e.contains("failed"), "{e}");
+}
+
+#[test]
+fn in_cluster_reads_the_service_account() {
+    let dir = Dir::new("incluster");
+    let (ca, _) = pem_pair();
+    dir.write("ca.crt", &ca);
+    let e = error(in_cluster("10.0.0.1", "443", &dir.0));
+    assert!(e.contains("token"), "{e}");
+    dir.write("token", "t0k3n\n");
+    let config = in_cluster("fd00::1", "443", &dir.0).unwrap();
+    assert_eq!(config.server, "https://[fd00::1]:443");
+    assert!(matches!(&config.auth, Auth::TokenFile(f) if f.ends_with("token")));
+    let e = error(in_cluster("10.0.0.1", "https", &dir.0));
+    assert!(e.contains("KUBERNETES_SERVICE_PORT=\"https\""), "{e}");
+}
+
+#[test]
+fn a_kubeconfig_comes_before_the_cluster_and_neither_is_an_error() {
+    let dir = Dir::new("infer");
+    let none = Env {
+        kubeconfig: Some(dir.0.join("absent").display().to_string()),
+        home: None,
+        service_host: None,
+        service_port: None,
+        service_account_dir: dir.0.clone(),
+    };
+    let e = error(Config::infer(&none));
+    assert!(
+        e.contains("absent") && e.contains("KUBERNETES_SERVICE_HOST"),
+        "{e}"
+    );
+
+    // A broken kubeconfig is an error even inside a cluster.
+    let file = dir.write("config", "current-context: nowhere\n");
+    let env = Env {
+        kubeconfig: Some(file.display().to_string()),
+        service_host: Some("10.0.0.1".into()),
+        service_port: Some("443".into()),
+        ..none
+    };
+    let e = error(Config::infer(&env));
+    assert!(e.contains("nowhere"), "{e}");
+}
