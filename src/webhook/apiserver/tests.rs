@@ -218,3 +218,189 @@ fn a_kubeconfig_comes_before_the_cluster_and_neither_is_an_error() {
     let e = error(Config::infer(&env));
     assert!(e.contains("nowhere"), "{e}");
 }
+
+/// A real TLS server in place of the apiserver: `/version` wants the
+/// token `good`, `/forbidden` answers as RBAC does, `/missing` 404, and
+/// `/watch` two events.
+mod served {
+    use std::sync::Arc;
+
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    use super::super::types::{List, Meta, WatchLine};
+    use super::super::{ApiError, Client, Config};
+    use super::*;
+
+    fn answer(request: &Request<hyper::body::Incoming>) -> (u16, String) {
+        let token = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match request.uri().path() {
+            _ if token != "Bearer good" => (
+                401,
+                r#"{"kind":"Status","message":"Unauthorized","reason":"Unauthorized","code":401}"#.into(),
+            ),
+            "/version" => (200, r#"{"gitVersion":"v1.37.2","major":"1"}"#.into()),
+            "/forbidden" => (
+                403,
+                r#"{"kind":"Status","message":"nodes is forbidden: User \"x\" cannot list resource \"nodes\"","reason":"Forbidden","code":403}"#.into(),
+            ),
+            "/watch" => (
+                200,
+                "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\"}}}\n\
+                 {\"type\":\"DELETED\",\"object\":{\"metadata\":{\"name\":\"b\"}}}\n"
+                    .into(),
+            ),
+            _ => (404, "404 page not found".into()),
+        }
+    }
+
+    /// Serves until the test ends; its address and CA.
+    async fn start() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let tls = rustls::ServerConfig::builder_with_provider(crate::crypto::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(|request| async move {
+                        let (status, body) = answer(&request);
+                        Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from(body)))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        (format!("https://{addr}"), cert.pem())
+    }
+
+    fn client(server: &str, ca: &str, auth: Auth) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        Client::new(Config {
+            server: server.into(),
+            roots,
+            identity: None,
+            auth,
+            source: "test".into(),
+        })
+        .unwrap()
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "gitVersion")]
+        git_version: String,
+    }
+
+    #[tokio::test]
+    async fn gets_with_the_token_file_and_errors_that_say_what_the_apiserver_said() {
+        let (server, ca) = start().await;
+        let dir = Dir::new("served");
+        let token = dir.write("token", "good\n");
+        let client = client(&server, &ca, Auth::TokenFile(token.clone()));
+        let version: Version = client.get("/version").await.unwrap();
+        assert_eq!(version.git_version, "v1.37.2");
+
+        let e = client.get::<List<Meta>>("/forbidden").await.err().unwrap();
+        assert_eq!(e.code(), Some(403));
+        let shown = e.to_string();
+        assert!(
+            shown.contains("/forbidden")
+                && shown.contains("Forbidden")
+                && shown.contains("cannot list resource"),
+            "{shown}"
+        );
+        assert!(client.get_opt::<Meta>("/missing").await.unwrap().is_none());
+
+        // The kubelet rotated the token: the next request sends the new one.
+        std::fs::write(&token, "stale").unwrap();
+        let e = client.get::<Version>("/version").await.err().unwrap();
+        assert_eq!(e.code(), Some(401), "{e}");
+        std::fs::write(&token, "good").unwrap();
+        client.get::<Version>("/version").await.unwrap();
+
+        let mut watch = client
+            .watch(
+                "/watch",
+                "application/json",
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        let mut kinds = Vec::new();
+        while let Some(line) = watch.next::<WatchLine<Meta>>().await {
+            kinds.push(line.unwrap().kind);
+        }
+        assert_eq!(kinds, ["ADDED", "DELETED"]);
+    }
+
+    #[tokio::test]
+    async fn an_exec_plugin_is_run_again_on_401() {
+        let (server, ca) = start().await;
+        let dir = Dir::new("renew");
+        // The first run gives an expired token, later runs a good one.
+        let runs = dir.0.join("runs");
+        let plugin = dir.write(
+            "plugin.sh",
+            &format!(
+                "#!/bin/sh\necho run >> {runs}\nif [ $(wc -l < {runs}) -gt 1 ]; then t=good; else t=expired; fi\n\
+                 echo '{{\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"'$t'\"}}}}'\n",
+                runs = runs.display()
+            ),
+        );
+        std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let file = dir.write(
+            "config",
+            &kubeconfig(
+                &format!(
+                    "    server: {server}\n    certificate-authority-data: {}",
+                    b64(&ca)
+                ),
+                "    exec:\n      command: ./plugin.sh",
+                "ctx",
+            ),
+        );
+        let config = from_kubeconfig(&[file]).unwrap();
+        let client = Client::new(config).unwrap();
+        let version: Result<Version, ApiError> = client.get("/version").await;
+        assert_eq!(version.unwrap().git_version, "v1.37.2");
+        assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
+    }
+}

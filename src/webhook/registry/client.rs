@@ -1,7 +1,7 @@
 //! A small registry client: an image's config (ENTRYPOINT, CMD) by manifest,
-//! over the hyper, hyper-util and hyper-rustls (ring) that kube's client
-//! already links. Anonymous first, then each set of credentials; Basic or
-//! Bearer token auth; an OCI index or Docker manifest list resolved for one
+//! over hyper, hyper-util and hyper-rustls (ring), as the apiserver client
+//! (`webhook/apiserver`). Anonymous first, then each set of credentials;
+//! Basic or Bearer token auth; an OCI index or Docker manifest list resolved for one
 //! platform; every body bounded and every blob checked against its digest.
 
 use std::time::Duration;
