@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::exec::{self, ExecConfig};
 use super::ConfigError;
@@ -86,9 +86,19 @@ impl Config {
         }
         match (&env.service_host, &env.service_port) {
             (Some(host), Some(port)) => in_cluster(host, port, &env.service_account_dir),
-            _ => Err(ConfigError::None {
+            (None, None) => Err(ConfigError::None {
                 kubeconfig: env.kubeconfig.clone(),
             }),
+            (host, _) => {
+                let (set, unset) = match host {
+                    Some(_) => ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"),
+                    None => ("KUBERNETES_SERVICE_PORT", "KUBERNETES_SERVICE_HOST"),
+                };
+                Err(ConfigError::Invalid {
+                    origin: "in-cluster environment".into(),
+                    message: format!("{set} is set but {unset} is not"),
+                })
+            }
         }
     }
 }
@@ -125,14 +135,24 @@ pub fn in_cluster(host: &str, port: &str, dir: &Path) -> Result<Config, ConfigEr
     })
 }
 
+/// kubectl and client-go write an empty list or map as `null` (`users:
+/// null`, an exec plugin's `env: null`): read as empty, as they do.
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 struct Kubeconfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     clusters: Vec<NamedCluster>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     users: Vec<NamedUser>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     contexts: Vec<NamedContext>,
     current_context: Option<String>,
 }
@@ -146,7 +166,7 @@ struct NamedCluster {
 #[derive(Deserialize)]
 struct NamedUser {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     user: User,
 }
 
@@ -181,6 +201,12 @@ struct User {
     exec: Option<ExecConfig>,
     auth_provider: Option<serde_json::Value>,
     username: Option<String>,
+    /// Impersonation (`as`, `as-groups`, `as-uid`, `as-user-extra`).
+    #[serde(rename = "as")]
+    impersonate: Option<String>,
+    as_groups: Option<serde_json::Value>,
+    as_uid: Option<String>,
+    as_user_extra: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -203,7 +229,7 @@ pub fn from_kubeconfig(files: &[PathBuf]) -> Result<Config, ConfigError> {
         let mut one: Kubeconfig =
             serde_norway::from_str(&text).map_err(|e| ConfigError::Invalid {
                 origin: file.display().to_string(),
-                message: e.to_string(),
+                message: format!("not a kubeconfig: {e}"),
             })?;
         // Relative paths are relative to the file that holds them.
         let dir = file.parent().unwrap_or(Path::new("."));
@@ -224,7 +250,11 @@ pub fn from_kubeconfig(files: &[PathBuf]) -> Result<Config, ConfigError> {
                 exec.resolve_command(dir);
             }
         }
-        merged.current_context = merged.current_context.or(one.current_context);
+        // An empty current-context (kubectl writes one into files without
+        // contexts) leaves it to the next file.
+        merged.current_context = merged
+            .current_context
+            .or(one.current_context.filter(|c| !c.is_empty()));
         merged.clusters.extend(one.clusters);
         merged.users.extend(one.users);
         merged.contexts.extend(one.contexts);
@@ -298,6 +328,19 @@ fn resolve(config: Kubeconfig, source: &str) -> Result<Config, ConfigError> {
     }
     if user.username.is_some() {
         return Err(unsupported("basic auth (username/password)"));
+    }
+    let null = |v: &Option<serde_json::Value>| v.as_ref().is_none_or(serde_json::Value::is_null);
+    if user.impersonate.is_some()
+        || user.as_uid.is_some()
+        || !null(&user.as_groups)
+        || !null(&user.as_user_extra)
+    {
+        return Err(unsupported(
+            "impersonation (as, as-groups, as-uid, as-user-extra)",
+        ));
+    }
+    if user.exec.as_ref().is_some_and(|e| e.provide_cluster_info) {
+        return Err(unsupported("an exec plugin with provideClusterInfo"));
     }
     if !cluster.server.starts_with("https://") {
         return Err(bad(format!(

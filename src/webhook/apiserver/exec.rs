@@ -3,9 +3,11 @@
 //! proves who we are. Run when the config is read, and again when the
 //! apiserver answers 401 (the token expired).
 
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
@@ -15,12 +17,15 @@ use serde::Deserialize;
 #[serde(rename_all = "camelCase")]
 pub struct ExecConfig {
     pub command: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::config::null_as_default")]
     pub args: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::config::null_as_default")]
     pub env: Vec<EnvVar>,
     #[serde(default = "default_api_version")]
     pub api_version: String,
+    /// Refused when set (the plugin would want the cluster's details).
+    #[serde(default)]
+    pub provide_cluster_info: bool,
     /// The last token the plugin gave.
     #[serde(skip)]
     token: Arc<Mutex<Option<String>>>,
@@ -89,28 +94,66 @@ impl Credential {
     }
 }
 
+/// A plugin that has not answered by then is killed: it would otherwise
+/// hold a thread (and its process) for good, once per renewal.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most a plugin may print (a credential is a few KiB).
+const MAX_OUTPUT: u64 = 1 << 20;
+
 /// Runs the plugin (blocking: call it off the async threads) and reads
 /// its credential. Its stderr goes to ours: plugins prompt or explain there.
 pub fn run(exec: &ExecConfig) -> Result<Credential, String> {
-    let info = format!(
-        r#"{{"apiVersion":"{}","kind":"ExecCredential","spec":{{"interactive":false}}}}"#,
-        exec.api_version
-    );
-    let output = Command::new(&exec.command)
+    run_within(exec, TIMEOUT)
+}
+
+fn run_within(exec: &ExecConfig, timeout: Duration) -> Result<Credential, String> {
+    let name = &exec.command;
+    let info = serde_json::json!({
+        "apiVersion": exec.api_version,
+        "kind": "ExecCredential",
+        "spec": {"interactive": false},
+    });
+    let mut child = Command::new(name)
         .args(&exec.args)
         .envs(exec.env.iter().map(|e| (&e.name, &e.value)))
-        .env("KUBERNETES_EXEC_INFO", info)
+        .env("KUBERNETES_EXEC_INFO", info.to_string())
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("exec plugin {:?}: {e}", exec.command))?;
-    if !output.status.success() {
-        return Err(format!(
-            "exec plugin {:?} failed: {}",
-            exec.command, output.status
-        ));
+        .spawn()
+        .map_err(|e| format!("exec plugin {name:?}: {e}"))?;
+    // Read while waiting, so a plugin that prints more than a pipe holds
+    // does not block on us.
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(stdout) = stdout {
+            let _ = stdout.take(MAX_OUTPUT).read_to_end(&mut out);
+        }
+        out
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "exec plugin {name:?}: no answer within {} s; killed",
+                    timeout.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("exec plugin {name:?}: {e}")),
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("exec plugin {name:?} failed: {status}"));
     }
-    parse(&output.stdout).map_err(|e| format!("exec plugin {:?}: {e}", exec.command))
+    parse(&out).map_err(|e| format!("exec plugin {name:?}: {e}"))
 }
 
 fn parse(stdout: &[u8]) -> Result<Credential, String> {
@@ -128,6 +171,29 @@ fn parse(stdout: &[u8]) -> Result<Credential, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_that_does_not_answer_is_killed() {
+        let exec: ExecConfig = serde_json::from_str(
+            r#"{"command":"sh","args":["-c","echo $$ > \"$0\"; exec sleep 30","PIDFILE"]}"#,
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("exec-timeout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("pid");
+        let mut exec = exec;
+        exec.args[2] = pidfile.display().to_string();
+        let start = Instant::now();
+        let e = run_within(&exec, Duration::from_millis(500)).err().unwrap();
+        assert!(e.contains("killed"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "the plugin still runs"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn a_token_or_a_certificate_is_read_and_anything_else_is_an_error() {

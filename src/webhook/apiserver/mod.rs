@@ -182,7 +182,14 @@ impl Client {
     /// Starts a watch (`path` with `watch=1`): its events, a line each.
     /// `idle` bounds the wait for the next line (a lost connection).
     pub async fn watch(&self, path: &str, accept: &str, idle: Duration) -> Result<Watch, ApiError> {
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.send(path, accept))
+        let start = async {
+            let response = self.send(path, accept).await?;
+            if !response.status().is_success() {
+                return Err(status_error(path, response).await);
+            }
+            Ok(response)
+        };
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, start)
             .await
             .unwrap_or_else(|_| {
                 Err(ApiError::Transport {
@@ -190,9 +197,6 @@ impl Client {
                     message: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
                 })
             })?;
-        if !response.status().is_success() {
-            return Err(status_error(path, response).await);
-        }
         Ok(Watch::new(path, response.into_body(), idle))
     }
 
@@ -205,7 +209,7 @@ impl Client {
     ) -> Result<Response<hyper::body::Incoming>, ApiError> {
         let mut renewed = false;
         loop {
-            let token = self.token(path)?;
+            let token = self.token(path).await?;
             let uri = format!("{}{path}", self.inner.server);
             let mut request = Request::get(&uri).header(ACCEPT, accept);
             if let Some(token) = token {
@@ -256,19 +260,25 @@ impl Client {
         }
     }
 
-    fn token(&self, path: &str) -> Result<Option<String>, ApiError> {
+    async fn token(&self, path: &str) -> Result<Option<String>, ApiError> {
         Ok(match &self.inner.auth {
             Auth::None => None,
             Auth::Token(token) => Some(token.clone()),
-            // A file of a few hundred bytes on the pod's tmpfs, read before
-            // each of a handful of requests a minute.
+            // Read at every request (they are a handful a minute), off the
+            // async threads: a kubeconfig's tokenFile may be on a slow disk.
             Auth::TokenFile(file) => {
-                Some(
-                    std::fs::read_to_string(file).map_err(|e| ApiError::Transport {
-                        path: path.into(),
-                        message: format!("token file {}: {e}", file.display()),
-                    })?,
-                )
+                let file = file.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    std::fs::read_to_string(&file)
+                        .map_err(|e| format!("token file {}: {e}", file.display()))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+                Some(read.map_err(|message| ApiError::Transport {
+                    path: path.into(),
+                    message,
+                })?)
             }
             Auth::Exec(exec) => exec.token(),
         })

@@ -138,13 +138,46 @@ fn what_is_not_supported_or_missing_is_named() {
             kubeconfig(&cluster, "    client-certificate-data: eA==", "ctx"),
             "client-key",
         ),
-        ("clusters: [".to_string(), "config"),
+        ("clusters: [".to_string(), "not a kubeconfig"),
+        (
+            kubeconfig(&cluster, "    token: t\n    as: admin", "ctx"),
+            "impersonation",
+        ),
+        (
+            kubeconfig(
+                &cluster,
+                "    exec:\n      command: x\n      provideClusterInfo: true",
+                "ctx",
+            ),
+            "provideClusterInfo",
+        ),
     ];
     for (text, named) in cases {
         let file = dir.write("config", &text);
         let e = error(from_kubeconfig(&[file]));
         assert!(e.contains(named), "{named}: {e}");
     }
+}
+
+#[test]
+fn nulls_and_an_empty_current_context_read_as_kubectl_writes_them() {
+    let dir = Dir::new("nulls");
+    let (ca, _) = pem_pair();
+    // What `kubectl config` leaves in a file of credentials only.
+    let first = dir.write("first", "apiVersion: v1\nkind: Config\nclusters: null\ncontexts: null\ncurrent-context: \"\"\nusers: null\n");
+    let second = dir.write(
+        "second",
+        &kubeconfig(
+            &format!(
+                "    server: https://h\n    certificate-authority-data: {}",
+                b64(&ca)
+            ),
+            "    token: t\n    exec: null",
+            "ctx",
+        ),
+    );
+    let config = from_kubeconfig(&[first, second]).unwrap();
+    assert!(matches!(&config.auth, Auth::Token(t) if t == "t"));
 }
 
 #[test]
@@ -162,7 +195,7 @@ fn an_exec_plugin_gives_the_token() {
         &kubeconfig(
             &format!("    server: https://h\n    certificate-authority-data: {}", b64(&ca)),
             "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./plugin.sh\n      \
-             env:\n      - name: TOKEN\n        value: fr0m-exec",
+             args: null\n      env:\n      - name: TOKEN\n        value: fr0m-exec",
             "ctx",
         ),
     );
@@ -217,6 +250,16 @@ fn a_kubeconfig_comes_before_the_cluster_and_neither_is_an_error() {
     };
     let e = error(Config::infer(&env));
     assert!(e.contains("nowhere"), "{e}");
+
+    let half = Env {
+        kubeconfig: None,
+        home: None,
+        service_host: Some("10.0.0.1".into()),
+        service_port: None,
+        service_account_dir: dir.0.clone(),
+    };
+    let e = error(Config::infer(&half));
+    assert!(e.contains("KUBERNETES_SERVICE_PORT is not"), "{e}");
 }
 
 /// A real TLS server in place of the apiserver: `/version` wants the

@@ -70,6 +70,9 @@ impl Watch {
 #[derive(Default)]
 struct Lines {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline: a long line arriving
+    /// in small chunks is scanned once, not once per chunk.
+    scanned: usize,
 }
 
 impl Lines {
@@ -81,13 +84,16 @@ impl Lines {
     /// passes [`MAX_LINE`] (what is kept stays bounded).
     fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
         loop {
-            let Some(end) = self.buf.iter().position(|&b| b == b'\n') else {
+            let found = self.buf[self.scanned..].iter().position(|&b| b == b'\n');
+            let Some(end) = found.map(|i| self.scanned + i) else {
+                self.scanned = self.buf.len();
                 if self.buf.len() > MAX_LINE {
-                    self.buf = Vec::new();
+                    *self = Lines::default();
                     return Err(format!("an event line over {MAX_LINE} bytes"));
                 }
                 return Ok(None);
             };
+            self.scanned = 0;
             let line: Vec<u8> = self.buf.drain(..=end).collect();
             if line.iter().any(|b| !b.is_ascii_whitespace()) {
                 return Ok(Some(line));
@@ -109,6 +115,21 @@ mod tests {
         lines.push(&Bytes::from_static(b":2}\n\n"));
         assert_eq!(lines.next().unwrap().as_deref(), Some(&b"{\"b\":2}\n"[..]));
         assert_eq!(lines.next().unwrap(), None, "a blank line is no event");
+    }
+
+    #[test]
+    fn a_long_line_in_small_chunks_is_scanned_once() {
+        let mut lines = Lines::default();
+        for _ in 0..1000 {
+            lines.push(&Bytes::from_static(b"xxxxxxxx"));
+            assert_eq!(lines.next().unwrap(), None);
+            assert_eq!(lines.scanned, lines.buf.len());
+        }
+        lines.push(&Bytes::from_static(b"\nrest"));
+        assert_eq!(lines.next().unwrap().map(|l| l.len()), Some(8001));
+        assert_eq!(lines.next().unwrap(), None);
+        lines.push(&Bytes::from_static(b"\n"));
+        assert_eq!(lines.next().unwrap().as_deref(), Some(&b"rest\n"[..]));
     }
 
     #[test]

@@ -370,23 +370,39 @@ pub fn init(format: &str) -> anyhow::Result<Option<Lines>> {
     };
     let filter = filter(value.as_deref()).map_err(anyhow::Error::msg)?;
     let lines = Lines::spawn(io::stderr()).ok();
-    let builder = tracing_subscriber::fmt().with_writer(match lines.clone() {
+    let writer = match lines.clone() {
         Some(lines) => BoxMakeWriter::new(lines),
         None => BoxMakeWriter::new(io::stderr),
-    });
+    };
     // try_init: a second initialisation (tests) is not an error worth dying for.
-    let _ = if format == "json" {
-        builder
+    let _ = subscriber(format == "json", filter, writer).try_init();
+    Ok(lines)
+}
+
+/// The registry, `filter` as the one filter, and the JSON or text layer.
+/// Not `fmt()`'s builder: it caps events at `info` below any filter
+/// added to it, so `RUST_LOG=debug` printed nothing below `info`.
+fn subscriber<W>(json: bool, filter: Targets, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let (json_layer, text_layer) = if json {
+        let layer = tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .finish()
-            .with(filter)
-            .try_init()
+            .with_writer(writer);
+        (Some(layer), None)
     } else {
-        builder.with_ansi(false).finish().with(filter).try_init()
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer);
+        (None, Some(layer))
     };
-    Ok(lines)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json_layer)
+        .with(text_layer)
 }
 
 #[cfg(test)]
@@ -720,6 +736,41 @@ mod tests {
         assert!(!passes(&filter, "dind_injector", tracing::Level::TRACE));
         assert!(!passes(&filter, "h2", tracing::Level::INFO));
         assert!(passes(&filter, "h2", tracing::Level::WARN));
+    }
+
+    /// What the installed subscriber writes for a debug and an info event.
+    fn written(json: bool, rust_log: Option<&str>) -> String {
+        let out = Shared::default();
+        let writer = {
+            let out = out.clone();
+            move || out.clone()
+        };
+        let subscriber = subscriber(json, filter(rust_log).unwrap(), writer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "dind_injector::test", "a debug line");
+            tracing::info!(target: "dind_injector::test", "an info line");
+        });
+        let text = out.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn the_installed_subscriber_follows_rust_log_below_info() {
+        for json in [true, false] {
+            let default = written(json, None);
+            assert!(
+                default.contains("an info line") && !default.contains("a debug line"),
+                "{default}"
+            );
+            let debug = written(json, Some("dind_injector=debug"));
+            assert!(
+                debug.contains("a debug line") && debug.contains("an info line"),
+                "{debug}"
+            );
+            let warn = written(json, Some("warn"));
+            assert!(warn.is_empty(), "{warn}");
+        }
+        assert!(written(true, None).starts_with('{'));
     }
 
     #[test]

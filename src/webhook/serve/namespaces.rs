@@ -131,6 +131,7 @@ pub async fn run(
     let mut wait = RETRY_FIRST;
     let mut last_problem = String::new();
     loop {
+        let mut listed = false;
         let attempt = async {
             let client = apiserver::Client::infer()
                 .await
@@ -146,6 +147,7 @@ pub async fn run(
             if let Some(synced) = synced.take() {
                 let _ = synced.send(());
             }
+            listed = true;
             let version = list.metadata.resource_version.unwrap_or_default();
             watch(&client, &cache, version).await
         };
@@ -157,6 +159,11 @@ pub async fn run(
             Ok(never) => match never {},
             Err(problem) => problem,
         };
+        // A list that worked ends a run of failures: the next failure (a
+        // 410 after hours of watching) waits the first step, not the last.
+        if listed {
+            wait = RETRY_FIRST;
+        }
         // Once per change of problem, not at every retry.
         if problem != last_problem {
             tracing::warn!(%problem, retry_ms = wait.as_millis() as u64,
