@@ -61,8 +61,13 @@ impl Env {
         Env {
             kubeconfig: std::env::var("KUBECONFIG").ok().filter(|v| !v.is_empty()),
             home: std::env::var_os("HOME").map(PathBuf::from),
-            service_host: std::env::var("KUBERNETES_SERVICE_HOST").ok(),
-            service_port: std::env::var("KUBERNETES_SERVICE_PORT").ok(),
+            // Empty is unset, as for KUBECONFIG.
+            service_host: std::env::var("KUBERNETES_SERVICE_HOST")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            service_port: std::env::var("KUBERNETES_SERVICE_PORT")
+                .ok()
+                .filter(|v| !v.is_empty()),
             service_account_dir: PathBuf::from(SERVICE_ACCOUNT_DIR),
         }
     }
