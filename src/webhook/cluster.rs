@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::engine::config::Config;
 use crate::engine::inject::{self, Args};
 use crate::engine::Mode;
-use crate::webhook::apiserver::types::{List, Meta};
+use crate::webhook::apiserver::types::{List, Meta, Name};
 use crate::webhook::apiserver::Client;
 use crate::webhook::percent::encode;
 use crate::webhook::serve::autodetect;
@@ -63,12 +63,6 @@ struct PodSpec {
 struct Volume {
     #[serde(rename = "configMap")]
     config_map: Option<Name>,
-}
-
-#[derive(Deserialize)]
-struct Name {
-    #[serde(default)]
-    name: String,
 }
 
 /// `inject`, with the config read from the cluster when asked.

@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod certs;
 pub mod cluster;
 pub mod detect;
+pub mod https;
 pub mod outcome;
 pub mod percent;
 pub mod pki;

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::webhook::https::certificates;
 use serde::{Deserialize, Deserializer};
 
 use super::exec::{self, ExecConfig};
@@ -353,16 +355,15 @@ fn resolve(config: Kubeconfig, source: &str) -> Result<Config, ConfigError> {
             context.cluster, cluster.server
         )));
     }
-    let roots = match (
+    let ca = data_or_file(
         &cluster.certificate_authority_data,
         &cluster.certificate_authority,
-    ) {
-        (Some(data), _) => roots(
-            &decode(data, "certificate-authority-data").map_err(&bad)?,
-            "certificate-authority-data",
-        ),
-        (None, Some(path)) => roots(&read(path).map_err(&bad)?, &path.display().to_string()),
-        (None, None) => system_roots(),
+        "certificate-authority",
+    )
+    .map_err(&bad)?;
+    let roots = match ca {
+        Some((pem, from)) => roots(&pem, &from),
+        None => system_roots(),
     }
     .map_err(&bad)?;
     let mut identity = identity(user).map_err(&bad)?;
@@ -394,19 +395,15 @@ fn resolve(config: Kubeconfig, source: &str) -> Result<Config, ConfigError> {
 fn identity(
     user: &User,
 ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
-    let cert = match (&user.client_certificate_data, &user.client_certificate) {
-        (Some(data), _) => Some(decode(data, "client-certificate-data")?),
-        (None, Some(path)) => Some(read(path)?),
-        (None, None) => None,
-    };
-    let key = match (&user.client_key_data, &user.client_key) {
-        (Some(data), _) => Some(decode(data, "client-key-data")?),
-        (None, Some(path)) => Some(read(path)?),
-        (None, None) => None,
-    };
+    let cert = data_or_file(
+        &user.client_certificate_data,
+        &user.client_certificate,
+        "client-certificate",
+    )?;
+    let key = data_or_file(&user.client_key_data, &user.client_key, "client-key")?;
     match (cert, key) {
         (None, None) => Ok(None),
-        (Some(cert), Some(key)) => pem_identity(&cert, &key).map(Some),
+        (Some((cert, _)), Some((key, _))) => pem_identity(&cert, &key).map(Some),
         _ => Err("a client certificate needs both client-certificate and client-key".into()),
     }
 }
@@ -416,12 +413,7 @@ pub fn pem_identity(
     cert: &str,
     key: &str,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("client certificate: {e}"))?;
-    if chain.is_empty() {
-        return Err("client certificate: no PEM certificate".into());
-    }
+    let chain = certificates(cert.as_bytes()).map_err(|e| format!("client certificate: {e}"))?;
     let key =
         PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("client key: {e}"))?;
     Ok((chain, key))
@@ -429,12 +421,7 @@ pub fn pem_identity(
 
 /// The CAs in a PEM text, at least one.
 fn roots(pem: &str, what: &str) -> Result<rustls::RootCertStore, String> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{what}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{what}: no PEM certificate in it"));
-    }
+    let certs = certificates(pem.as_bytes()).map_err(|e| format!("{what}: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs {
         roots.add(cert).map_err(|e| format!("{what}: {e}"))?;
@@ -450,6 +437,21 @@ fn system_roots() -> Result<rustls::RootCertStore, String> {
         return Err("no certificate-authority and no system CAs".into());
     }
     Ok(roots)
+}
+
+/// A kubeconfig's `X-data` (base64, first) or `X` (a file), if either,
+/// with where it came from (`X-data` or the file's path) for errors.
+fn data_or_file(
+    data: &Option<String>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> Result<Option<(String, String)>, String> {
+    let from = format!("{what}-data");
+    match (data, file) {
+        (Some(data), _) => Ok(Some((decode(data, &from)?, from))),
+        (None, Some(path)) => Ok(Some((read(path)?, path.display().to_string()))),
+        (None, None) => Ok(None),
+    }
 }
 
 fn read(path: &Path) -> Result<String, String> {

@@ -19,13 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use hyper::{Request, Response, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -34,8 +29,6 @@ pub use watch::Watch;
 
 use config::Auth;
 
-/// One TCP connect to the apiserver.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A GET, answer read; watches are bounded by their own timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer read: a page of 500 nodes is a few MiB.
@@ -93,7 +86,7 @@ pub struct Client {
 }
 
 struct Inner {
-    http: HttpClient<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    http: crate::webhook::https::Client,
     server: String,
     auth: Auth,
 }
@@ -112,29 +105,16 @@ impl Client {
     }
 
     pub fn new(config: Config) -> Result<Client, ConfigError> {
-        let invalid = |e: rustls::Error| ConfigError::Invalid {
-            origin: config.source.clone(),
-            message: e.to_string(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(invalid)?
-            .with_root_certificates(config.roots);
-        let tls = match config.identity {
-            Some((chain, key)) => tls.with_client_auth_cert(chain, key).map_err(invalid)?,
-            None => tls.with_no_client_auth(),
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
+        let http =
+            crate::webhook::https::client(config.roots, config.identity, false).map_err(|e| {
+                ConfigError::Invalid {
+                    origin: config.source,
+                    message: e.to_string(),
+                }
+            })?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http: HttpClient::builder(TokioExecutor::new()).build(https),
+                http,
                 server: config.server,
                 auth: config.auth,
             }),
@@ -161,43 +141,42 @@ impl Client {
         path: &str,
         accept: &str,
     ) -> Result<T, ApiError> {
-        let read = async {
-            let response = self.send(path, accept).await?;
-            let body = read_body(path, response).await?;
+        within(path, async {
+            let response = self.send_ok(path, accept).await?;
+            let body = Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| ApiError::Transport {
+                    path: path.into(),
+                    message: format!("reading the answer: {e}"),
+                })?
+                .to_bytes();
             serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
                 path: path.into(),
                 message: e.to_string(),
             })
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, read)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ApiError::Transport {
-                    path: path.into(),
-                    message: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-                })
-            })
+        })
+        .await
     }
 
     /// Starts a watch (`path` with `watch=1`): its events, a line each.
     /// `idle` bounds the wait for the next line (a lost connection).
     pub async fn watch(&self, path: &str, accept: &str, idle: Duration) -> Result<Watch, ApiError> {
-        let start = async {
-            let response = self.send(path, accept).await?;
-            if !response.status().is_success() {
-                return Err(status_error(path, response).await);
-            }
-            Ok(response)
-        };
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, start)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ApiError::Transport {
-                    path: path.into(),
-                    message: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-                })
-            })?;
+        let response = within(path, self.send_ok(path, accept)).await?;
         Ok(Watch::new(path, response.into_body(), idle))
+    }
+
+    /// [`Client::send`], with an answer other than 2xx as its error.
+    async fn send_ok(
+        &self,
+        path: &str,
+        accept: &str,
+    ) -> Result<Response<hyper::body::Incoming>, ApiError> {
+        let response = self.send(path, accept).await?;
+        if !response.status().is_success() {
+            return Err(status_error(path, response).await);
+        }
+        Ok(response)
     }
 
     /// One request, with the credentials; an exec plugin's token is
@@ -240,18 +219,12 @@ impl Client {
             if response.status() == StatusCode::UNAUTHORIZED && !renewed {
                 if let Auth::Exec(exec) = &self.inner.auth {
                     let exec = exec.clone();
-                    let credential = tokio::task::spawn_blocking(move || {
-                        exec::run(&exec).map(|c| exec.remember(c))
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
-                    if let Err(message) = credential {
-                        return Err(ApiError::Transport {
+                    blocking(move || exec::run(&exec).map(|c| exec.remember(c)))
+                        .await
+                        .map_err(|message| ApiError::Transport {
                             path: path.into(),
                             message,
-                        });
-                    }
+                        })?;
                     renewed = true;
                     continue;
                 }
@@ -268,14 +241,11 @@ impl Client {
             // async threads: a kubeconfig's tokenFile may be on a slow disk.
             Auth::TokenFile(file) => {
                 let file = file.clone();
-                let read = tokio::task::spawn_blocking(move || {
+                let read = blocking(move || {
                     std::fs::read_to_string(&file)
                         .map_err(|e| format!("token file {}: {e}", file.display()))
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-                Some(read.map_err(|message| ApiError::Transport {
+                });
+                Some(read.await.map_err(|message| ApiError::Transport {
                     path: path.into(),
                     message,
                 })?)
@@ -283,6 +253,31 @@ impl Client {
             Auth::Exec(exec) => exec.token(),
         })
     }
+}
+
+/// `call` within [`REQUEST_TIMEOUT`].
+async fn within<T>(
+    path: &str,
+    call: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::Transport {
+                path: path.into(),
+                message: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+            })
+        })
+}
+
+/// `f` on the blocking pool; its panic is an error like its others.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
 }
 
 /// hyper-util's error says only "client error (Connect)": the cause is
@@ -296,24 +291,6 @@ fn transport_message(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
-}
-
-/// The body of a successful answer; an error's Status otherwise.
-async fn read_body(
-    path: &str,
-    response: Response<hyper::body::Incoming>,
-) -> Result<Bytes, ApiError> {
-    if !response.status().is_success() {
-        return Err(status_error(path, response).await);
-    }
-    Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| ApiError::Transport {
-            path: path.into(),
-            message: format!("reading the answer: {e}"),
-        })
 }
 
 async fn status_error(path: &str, response: Response<hyper::body::Incoming>) -> ApiError {

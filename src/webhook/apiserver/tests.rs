@@ -19,6 +19,14 @@ impl Dir {
         std::fs::write(&path, text).unwrap();
         path
     }
+
+    /// An executable script (an exec plugin).
+    fn script(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.write(name, text);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    }
 }
 
 impl Drop for Dir {
@@ -40,6 +48,14 @@ fn pem_pair() -> (String, String) {
 fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A cluster stanza for [`kubeconfig`]: `server`, trusting `ca`.
+fn cluster(server: &str, ca: &str) -> String {
+    format!(
+        "    server: {server}\n    certificate-authority-data: {}",
+        b64(ca)
+    )
 }
 
 fn kubeconfig(cluster: &str, user: &str, current: &str) -> String {
@@ -87,10 +103,7 @@ fn client_certificate_data_and_merged_files() {
     let second = dir.write(
         "second",
         &kubeconfig(
-            &format!(
-                "    server: https://h:443\n    certificate-authority-data: {}",
-                b64(&ca)
-            ),
+            &cluster("https://h:443", &ca),
             &format!(
                 "    client-certificate-data: {}\n    client-key-data: {}",
                 b64(&cert),
@@ -109,10 +122,7 @@ fn client_certificate_data_and_merged_files() {
 fn what_is_not_supported_or_missing_is_named() {
     let dir = Dir::new("bad");
     let (ca, _) = pem_pair();
-    let cluster = format!(
-        "    server: https://h\n    certificate-authority-data: {}",
-        b64(&ca)
-    );
+    let cluster = cluster("https://h", &ca);
     let cases = [
         (
             kubeconfig(
@@ -168,10 +178,7 @@ fn nulls_and_an_empty_current_context_read_as_kubectl_writes_them() {
     let second = dir.write(
         "second",
         &kubeconfig(
-            &format!(
-                "    server: https://h\n    certificate-authority-data: {}",
-                b64(&ca)
-            ),
+            &cluster("https://h", &ca),
             "    token: t\n    exec: null",
             "ctx",
         ),
@@ -184,16 +191,15 @@ fn nulls_and_an_empty_current_context_read_as_kubectl_writes_them() {
 fn an_exec_plugin_gives_the_token() {
     let dir = Dir::new("exec");
     let (ca, _) = pem_pair();
-    let plugin = dir.write(
+    let plugin = dir.script(
         "plugin.sh",
         "#!/bin/sh\ncase \"$KUBERNETES_EXEC_INFO\" in *ExecCredential*) ;; *) exit 3;; esac\n\
          echo '{\"kind\":\"ExecCredential\",\"status\":{\"token\":\"'\"$TOKEN\"'\"}}'\n",
     );
-    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let file = dir.write(
         "config",
         &kubeconfig(
-            &format!("    server: https://h\n    certificate-authority-data: {}", b64(&ca)),
+            &cluster("https://h", &ca),
             "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./plugin.sh\n      \
              args: null\n      env:\n      - name: TOKEN\n        value: fr0m-exec",
             "ctx",
@@ -419,7 +425,7 @@ mod served {
         let dir = Dir::new("renew");
         // The first run gives an expired token, later runs a good one.
         let runs = dir.0.join("runs");
-        let plugin = dir.write(
+        dir.script(
             "plugin.sh",
             &format!(
                 "#!/bin/sh\necho run >> {runs}\nif [ $(wc -l < {runs}) -gt 1 ]; then t=good; else t=expired; fi\n\
@@ -427,15 +433,10 @@ mod served {
                 runs = runs.display()
             ),
         );
-        std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
         let file = dir.write(
             "config",
             &kubeconfig(
-                &format!(
-                    "    server: {server}\n    certificate-authority-data: {}",
-                    b64(&ca)
-                ),
+                &cluster(&server, &ca),
                 "    exec:\n      command: ./plugin.sh",
                 "ctx",
             ),

@@ -33,6 +33,13 @@ pub struct Meta {
     pub resource_version: Option<String>,
 }
 
+/// A reference by name (`imagePullSecrets[]`, a volume's `configMap`).
+#[derive(Deserialize)]
+pub struct Name {
+    #[serde(default)]
+    pub name: String,
+}
+
 /// Just the metadata of an object.
 #[derive(Deserialize, Default, Debug, Clone, PartialEq)]
 pub struct Object {

@@ -4,16 +4,10 @@
 //! Basic or Bearer token auth; an OCI index or Docker manifest list resolved for one
 //! platform; every body bounded and every blob checked against its digest.
 
-use std::time::Duration;
-
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
 use hyper::{Request, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use super::auth::{self, Challenge, Credentials};
@@ -24,9 +18,6 @@ use crate::webhook::percent::encode;
 /// Manifests and configs are small; a bigger body is refused, not read.
 pub const MAX_BODY: usize = 4 << 20;
 const MAX_REDIRECTS: usize = 5;
-/// One TCP connect (a registry that does not answer costs the review's
-/// budget at most anyway; this bounds the background completion).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INDEX_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
@@ -86,7 +77,7 @@ pub struct Fetched {
 
 #[derive(Clone)]
 pub struct Client {
-    http: HttpClient<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    http: crate::webhook::https::Client,
     /// The `host[:port]`s reached over plain HTTP (`registry.plainHttpRegistries`).
     plain_http: std::sync::Arc<[String]>,
 }
@@ -99,20 +90,8 @@ impl Client {
         roots: rustls::RootCertStore,
         plain_http: &[String],
     ) -> Result<Client, rustls::Error> {
-        let tls = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(Client {
-            http: HttpClient::builder(TokioExecutor::new()).build(https),
+            http: crate::webhook::https::client(roots, None, true)?,
             plain_http: plain_http.into(),
         })
     }

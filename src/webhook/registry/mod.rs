@@ -157,20 +157,12 @@ pub async fn from_config(config: &RegistryConfig) -> Result<Option<Arc<Resolver>
 
 /// The certificates of `registry.caFile`, at least one.
 fn ca_file(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SetupError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let bad = |message: String| SetupError::CaFile {
         path: path.to_string(),
         message,
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad("no PEM certificate in it".into()));
-    }
-    Ok(certs)
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    crate::webhook::https::certificates(&pem).map_err(bad)
 }
 
 /// The system's CAs and `caFile`'s.

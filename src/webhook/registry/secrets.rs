@@ -10,19 +10,13 @@ use serde::Deserialize;
 use super::auth::{self, Credentials};
 use super::reference::Reference;
 use crate::engine::Query;
-use crate::webhook::apiserver;
+use crate::webhook::apiserver::{self, types::Name};
 use crate::webhook::percent::encode;
 
 #[derive(Deserialize)]
 struct ServiceAccount {
     #[serde(rename = "imagePullSecrets", default)]
     image_pull_secrets: Vec<Name>,
-}
-
-#[derive(Deserialize)]
-struct Name {
-    #[serde(default)]
-    name: String,
 }
 
 #[derive(Deserialize)]
