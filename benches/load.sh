@@ -10,8 +10,10 @@
 # and the 10 KB runner pod (tests/fixtures/bench-runner-pod.json) in a review.
 # Loads: c=1, c=16, c=64 connections of one stream each, and 8 connections x
 # 8 streams; the servers take turns at each load, so they share the
-# machine's noise. Then dind-injector at half its own 8x8 and c=16 maxima (p50/p99),
-# and each server's peak RSS (VmHWM) per body. Run by `make bench-load`.
+# machine's noise. Then the three at half of dind-injector's own 8x8 and c=16
+# maxima, offered steadily (examples/steady_load.rs: h2load's --rps sends in
+# 10 ms ticks, all streams at once; its figure is kept beside), and each
+# server's peak RSS (VmHWM) per body. Run by `make bench-load`.
 # BEFORE_BIN=path/to/an/earlier/dind-injector adds that build as a fourth
 # server (before/after in the same run); BIN=path replaces the freshly built
 # dind-injector (the static build of `make static`, to set it against a
@@ -30,18 +32,20 @@ if ! command -v h2load >/dev/null; then
 fi
 # BIN, CEILING and PEER may name builds made earlier; whichever is not
 # given is built here.
-if [ -z "${BIN:-}" ] || [ -z "${CEILING:-}" ] || [ -z "${PEER:-}" ]; then
+if [ -z "${BIN:-}" ] || [ -z "${CEILING:-}" ] || [ -z "${PEER:-}" ] || [ -z "${STEADY:-}" ]; then
     echo "==> building release binaries"
     # dind-injector exactly as it ships (without the `peer` feature, which
     # adds kube-core's admission types and axum's Json for the peer): a
     # feature changes the symbol names that link/hot-functions.txt orders.
     cargo build --release --locked --bin dind-injector
-    cargo build --release --locked --features peer --example ceiling_server --example peer_webhook
+    cargo build --release --locked --features peer --example ceiling_server --example peer_webhook \
+        --example steady_load
     BIN=${BIN:-$TARGET_DIR/release/dind-injector}
     CEILING=${CEILING:-$TARGET_DIR/release/examples/ceiling_server}
     PEER=${PEER:-$TARGET_DIR/release/examples/peer_webhook}
+    STEADY=${STEADY:-$TARGET_DIR/release/examples/steady_load}
 fi
-for b in "$BIN" "$CEILING" "$PEER"; do
+for b in "$BIN" "$CEILING" "$PEER" "$STEADY"; do
     [ -x "$b" ] || { echo "load.sh: $b is not an executable" >&2; exit 2; }
 done
 
@@ -101,8 +105,8 @@ echo "| body | load | before req/s | now req/s | now / before | p50 / p99 ms bef
 echo "|---|---|---:|---:|---:|---:|---:|---:|" >>"$BEFORE_TABLE"
 echo "| body | load | ceiling req/s | peer req/s | dind-injector req/s | dind / peer | dind / ceiling | p50 / p99 ms ceiling | peer | dind-injector | CPU µs/req ceiling / peer / dind | failed |" >"$TABLE"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" >>"$TABLE"
-echo "| body | load | offered (half its maximum there) | req/s | p50 ms | p99 ms | failed |" >"$HALF_TABLE"
-echo "|---|---|---:|---:|---:|---:|---:|" >>"$HALF_TABLE"
+echo "| body | load | offered req/s (half dind-injector's maximum there) | ceiling p50 / p99 / p99 from due, ms | peer | dind-injector | dind-injector under h2load --rps: p50 / p99 | failed |" >"$HALF_TABLE"
+echo "|---|---|---:|---:|---:|---:|---:|---:|" >>"$HALF_TABLE"
 echo "| body | ceiling | peer | dind-injector | RssAnon at the end: ceiling / peer / dind |" >"$RSS_TABLE"
 echo "|---|---:|---:|---:|---:|" >>"$RSS_TABLE"
 
@@ -145,15 +149,20 @@ for body in review pod10k; do
         row="| $body | $label | $C_RPS | $P_RPS | $W_RPS | $ratios | $C_P50 / $C_P99 | $P_P50 / $P_P99 | $W_P50 / $W_P99 | $C_CPU / $P_CPU / $W_CPU | $((C_F + P_F + W_F)) |"
         echo "$row" | tee -a "$TABLE"
     done
-    # Half of its own maximum at 8x8 and at c=16: at 8x8 a connection's
-    # streams queue behind each other in its one TLS stream, which the
-    # latency of every server shows; c=16 is one request per connection.
+    # Half of dind-injector's own maximum at 8x8 and at c=16, offered to all
+    # three at evenly spaced times; then the same rate through h2load's
+    # --rps, whose timer sends what is due every 10 ms, all streams at once.
     for half in "8 8 $MAX8 8x8" "16 1 $MAX16 c=16"; do
         read -r conns streams max label <<<"$half"
         [ "$max" != 0 ] || continue
         per_conn=$(python3 -c "print(max(1, int($max / 2 / $conns)))")
-        read -r H_RPS H_P50 H_P99 H_F < <(run "wh-$body-$conns" "$WEBHOOK" "$BODY" "$conns" "$streams" --rps="$per_conn")
-        echo "| $body | $label | $((per_conn * conns)) | $H_RPS | $H_P50 | $H_P99 | $H_F |" | tee -a "$HALF_TABLE"
+        rate=$((per_conn * conns))
+        steady() { "$STEADY" "$1/mutate" "$WORK/certs/ca.crt" "$BODY" "$conns" "$streams" "$rate" "$DURATION" 2 2>/dev/null; }
+        read -r _ SC_P50 SC_P99 SC_DUE SC_F < <(steady "$CEIL")
+        read -r _ SP_P50 SP_P99 SP_DUE SP_F < <(steady "$PEERURL")
+        read -r _ SW_P50 SW_P99 SW_DUE SW_F < <(steady "$WEBHOOK")
+        read -r _ H_P50 H_P99 H_F < <(run "wh-$body-$conns" "$WEBHOOK" "$BODY" "$conns" "$streams" --rps="$per_conn")
+        echo "| $body | $label | $rate | $SC_P50 / $SC_P99 / $SC_DUE | $SP_P50 / $SP_P99 / $SP_DUE | $SW_P50 / $SW_P99 / $SW_DUE | $H_P50 / $H_P99 | $SC_F / $SP_F / $SW_F / $H_F |" | tee -a "$HALF_TABLE"
     done
     echo "| $body | $(rss "ceiling-$body") | $(rss "peer-$body") | $(rss "webhook-$body") | $(anon "ceiling-$body") / $(anon "peer-$body") / $(anon "webhook-$body") |" >>"$RSS_TABLE"
     if [ -n "${BEFORE_BIN:-}" ]; then
@@ -168,7 +177,7 @@ echo "Throughput (h2load -t 1, ${DURATION}s after 2s warm-up; loads c=N are N co
 echo
 cat "$TABLE"
 echo
-echo "dind-injector at half its own maximum (8x8 and c=16):"
+echo "At half of dind-injector's own maximum (8x8 and c=16), offered steadily (examples/steady_load.rs; p99 from due includes waiting for a free stream):"
 echo
 cat "$HALF_TABLE"
 echo
