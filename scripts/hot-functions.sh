@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates link/hot-functions.txt: the functions `dind-injector serve`
 # runs — starting, answering both benchmark reviews over HTTP/2 and
-# HTTP/1.1, the metrics and probes, stopping — and then those the in-pod
+# HTTP/1.1 (in bursts from h2load, and at a steady rate from a rustls client,
+# examples/steady_load.rs), the metrics and probes, stopping — and then those the in-pod
 # helpers run (init, supervise, sidecar), as linker symbols, found by
 # running the release builds under callgrind, and, for serving, by
 # sampling them with perf on this machine's CPU (see `sampled`). build.rs hands the file to
@@ -21,6 +22,10 @@ source scripts/serve-locally.sh
 OUT=link/hot-functions.txt
 STATIC_BIN=${STATIC_BIN:?the static release binary (make static)}
 HOST_BIN=${HOST_BIN:?the host release binary (cargo build --release --bin dind-injector)}
+# The steady load of `make bench-load`, a rustls client (as the client of
+# the apiserver is Go's, not OpenSSL's: see steady() below).
+cargo build --release --locked --example steady_load
+STEADY=${CARGO_TARGET_DIR:-target}/release/examples/steady_load
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
 command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client >/dev/null
@@ -34,6 +39,19 @@ review() { # body url h2load-options...: the body as an AdmissionReview, as the 
     local body=$1 url=$2
     shift 2
     h2load -t 1 "$@" -H 'content-type: application/json' -d "$body" "$url"
+}
+
+steady() { # body url rate seconds: the body at a steady rate over 2 connections of 2
+    # streams, from a rustls client. Its handshake is not OpenSSL's: it asks
+    # for OCSP stapling (status_request), as Go's client (the apiserver's)
+    # does, and rustls' server parses that in functions nothing else runs;
+    # each of them, left out of the list, was a cold page and the 64 KiB
+    # the kernel maps around a fault (docs/performance.md, "Sixth round").
+    # Requests one at a time, with the server idle between them, also run
+    # the runtime's parking and waking as h2load's full pipes seldom do.
+    local body=$1 url=$2 rate=$3 seconds=$4
+    "$STEADY" "$url" "$WORK/certs/ca.crt" "$body" 2 2 "$rate" "$seconds" 0 >/dev/null \
+        || { echo "hot-functions.sh: steady load failed" >&2; exit 1; }
 }
 
 functions() { # binary → the mangled names of the functions it ran, in first-seen order
@@ -53,7 +71,11 @@ functions() { # binary → the mangled names of the functions it ran, in first-s
             # shellcheck disable=SC2086
             review "$body" "$webhook" $load -D 3 >/dev/null || true
         done
+        steady "$body" "$webhook" 50 2
     done
+    # Go's client hello also asks for certificate timestamps (SCT).
+    openssl s_client -connect "$(echo "$webhook" | sed -E 's|https://([^/]*)/.*|\1|')" -alpn h2 -ct \
+        -CAfile "$WORK/certs/ca.crt" </dev/null >/dev/null 2>&1 || true
     curl -sS --fail "$metrics" -o /dev/null
     curl -sS --fail "${metrics%/metrics}/readyz" -o /dev/null
     curl -sS --fail "${metrics%/metrics}/healthz" -o /dev/null
@@ -85,6 +107,7 @@ sampled() { # binary → the functions perf's samples saw serving the
             # shellcheck disable=SC2086
             review "$body" "$WEBHOOK" $load -D 2 >/dev/null
         done
+        steady "$body" "$WEBHOOK" 5000 2
     done
     kill -INT "$SERVE_PID"
     wait "$SERVE_PID" || true
