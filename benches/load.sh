@@ -30,8 +30,8 @@ if ! command -v h2load >/dev/null; then
     echo "==> installing h2load (Debian nghttp2-client)"
     apt-get install -y -qq nghttp2-client >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 fi
-# BIN, CEILING and PEER may name builds made earlier; whichever is not
-# given is built here.
+# BIN, CEILING, PEER and STEADY may name builds made earlier; unless all
+# four are given, they are built here.
 if [ -z "${BIN:-}" ] || [ -z "${CEILING:-}" ] || [ -z "${PEER:-}" ] || [ -z "${STEADY:-}" ]; then
     echo "==> building release binaries"
     # dind-injector exactly as it ships (without the `peer` feature, which
@@ -97,6 +97,15 @@ print(f"{rps:.0f} {pct(0.50):.2f} {pct(0.99):.2f} {failed}")
 PY
 }
 
+steady() { # name url body conns streams rate: examples/steady_load's line, "req/s p50 p99 p99_from_due failed"
+    local name=$1 url=$2 body=$3 conns=$4 streams=$5 rate=$6
+    # Its failure would leave `read` nothing and end the script under -e:
+    # say why first.
+    "$STEADY" "$url/mutate" "$WORK/certs/ca.crt" "$body" "$conns" "$streams" "$rate" "$DURATION" 2 \
+        2>"$WORK/steady-$name.err" \
+        || { cat "$WORK/steady-$name.err" >&2; echo "load.sh: steady load $name failed" >&2; exit 1; }
+}
+
 TABLE=$WORK/table.md
 HALF_TABLE=$WORK/half.md
 RSS_TABLE=$WORK/rss.md
@@ -157,10 +166,9 @@ for body in review pod10k; do
         [ "$max" != 0 ] || continue
         per_conn=$(python3 -c "print(max(1, int($max / 2 / $conns)))")
         rate=$((per_conn * conns))
-        steady() { "$STEADY" "$1/mutate" "$WORK/certs/ca.crt" "$BODY" "$conns" "$streams" "$rate" "$DURATION" 2 2>/dev/null; }
-        read -r _ SC_P50 SC_P99 SC_DUE SC_F < <(steady "$CEIL")
-        read -r _ SP_P50 SP_P99 SP_DUE SP_F < <(steady "$PEERURL")
-        read -r _ SW_P50 SW_P99 SW_DUE SW_F < <(steady "$WEBHOOK")
+        read -r _ SC_P50 SC_P99 SC_DUE SC_F < <(steady "c-$body-$conns" "$CEIL" "$BODY" "$conns" "$streams" "$rate")
+        read -r _ SP_P50 SP_P99 SP_DUE SP_F < <(steady "p-$body-$conns" "$PEERURL" "$BODY" "$conns" "$streams" "$rate")
+        read -r _ SW_P50 SW_P99 SW_DUE SW_F < <(steady "w-$body-$conns" "$WEBHOOK" "$BODY" "$conns" "$streams" "$rate")
         read -r _ H_P50 H_P99 H_F < <(run "wh-$body-$conns" "$WEBHOOK" "$BODY" "$conns" "$streams" --rps="$per_conn")
         echo "| $body | $label | $rate | $SC_P50 / $SC_P99 / $SC_DUE | $SP_P50 / $SP_P99 / $SP_DUE | $SW_P50 / $SW_P99 / $SW_DUE | $H_P50 / $H_P99 | $SC_F / $SP_F / $SW_F / $H_F |" | tee -a "$HALF_TABLE"
     done
