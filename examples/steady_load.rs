@@ -29,8 +29,7 @@ use anyhow::Context as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// What became of one request.
 #[derive(Clone, Copy)]
@@ -182,22 +181,23 @@ async fn run(load: &Load, total: u32, interval: Duration) -> anyhow::Result<Vec<
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    let outcomes = outcomes
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
-    Ok(outcomes)
+    // Taken, not copied: tasks still unanswered hold the Arc, and push
+    // nothing more that would count.
+    let mut outcomes = outcomes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok(std::mem::take(&mut *outcomes))
 }
 
 /// A TLS client trusting only the PEM certificates in `ca`, offering h2,
 /// shared by the connections.
 fn tls_client(ca: &str) -> anyhow::Result<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
-    let certificates =
-        CertificateDer::pem_file_iter(ca).with_context(|| format!("cannot read {ca}"))?;
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {ca}"))?;
+    // The webhook's own reading of a CA file: at least one certificate.
+    let certificates = dind_injector::webhook::https::certificates(&pem)
+        .map_err(|e| anyhow::anyhow!("{ca}: {e}"))?;
     for certificate in certificates {
         roots
-            .add(certificate.with_context(|| format!("a bad certificate in {ca}"))?)
+            .add(certificate)
             .with_context(|| format!("a certificate in {ca} is not a usable CA"))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
