@@ -6,7 +6,7 @@
 #   peer     examples/peer_webhook.rs: a typical kube-rs webhook (kube-core's
 #            AdmissionReview<DynamicObject>, axum's Json, one patch op, one log line)
 #   dind-injector serve, JSON logs, default limits
-# Two bodies: the realistic runner-pod review (examples/admission-review.json)
+# Two bodies, compact: the realistic runner-pod review (examples/admission-review.json)
 # and the 10 KB runner pod (tests/fixtures/bench-runner-pod.json) in a review.
 # Loads: c=1, c=16, c=64 connections of one stream each, and 8 connections x
 # 8 streams; the servers take turns at each load, so they share the
@@ -17,7 +17,11 @@
 # BEFORE_BIN=path/to/an/earlier/dind-injector adds that build as a fourth
 # server (before/after in the same run); BIN=path replaces the freshly built
 # dind-injector (the static build of `make static`, to set it against a
-# static BEFORE_BIN: both with the same C library).
+# static BEFORE_BIN: both with the same C library). BIN must come from
+# `cargo build --release`: `cargo bench` and `cargo test --release` copy
+# their own build over target/release/dind-injector, made with the
+# dev-dependencies' features (other symbol names, so link/hot-functions.txt
+# orders nothing in it: 2.3-2.6 MiB more peak RSS, docs/performance.md).
 # Bounded: every run lasts DURATION seconds, all traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +60,11 @@ trap cleanup EXIT
 
 "$BIN" certs --out "$WORK/certs" 2>/dev/null
 CERT=$WORK/certs/tls.crt KEY=$WORK/certs/tls.key
-cp examples/admission-review.json "$WORK/review.json"
+# Both bodies compact, as the apiserver sends them (Go's encoding/json
+# writes no whitespace): the example review is indented, 4.8 KB; compact it
+# is 2.6 KB. Rounds before the seventh sent it indented (docs/performance.md).
+python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"))' \
+    examples/admission-review.json "$WORK/review.json"
 python3 benches/review-with-pod.py "$WORK/review.json" tests/fixtures/bench-runner-pod.json "$WORK/pod10k.json"
 
 start() { # name, command...: starts a server, prints its address
