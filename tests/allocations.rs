@@ -24,7 +24,7 @@ const PEAK_FACTOR: usize = 2;
 /// engine's small per-review values, whatever the body.
 const PEAK_SLACK: usize = 48 * 1024;
 /// For the realistic review and the 10 KB pod.
-const MAX_ALLOCATIONS: usize = 150;
+const MAX_ALLOCATIONS: usize = 125;
 
 fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))

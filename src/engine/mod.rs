@@ -369,7 +369,7 @@ impl Engine {
         let spec = pod
             .spec()
             .ok_or_else(|| EngineBug::new("the pod has no spec after the shape check"))?;
-        let mut r = Changes::default();
+        let mut r = Changes::with_capacity(24);
 
         if pod.annotations().is_some() {
             r.set(
