@@ -38,8 +38,9 @@ pub fn escape(token: &str) -> Cow<'_, str> {
 }
 
 /// `parent/key/tail` with `key` escaped, allocated once at its length:
-/// `format!` grew each path in steps, about a fifth of a review's
-/// reallocations (`make bench-instructions`, seventh round).
+/// `format!` went through fmt's machinery and grew each path in steps, a
+/// quarter of the engine's instructions (47.9k → 36.4k a review, 121 → 100
+/// allocations: `make bench-instructions`, seventh round).
 fn child_path(parent: &str, key: &str, tail: &str) -> String {
     let key = escape(key);
     let mut path = String::with_capacity(parent.len() + 1 + key.len() + tail.len());
