@@ -63,8 +63,7 @@ CERT=$WORK/certs/tls.crt KEY=$WORK/certs/tls.key
 # Both bodies compact, as the apiserver sends them (Go's encoding/json
 # writes no whitespace): the example review is indented, 4.8 KB; compact it
 # is 2.6 KB. Rounds before the seventh sent it indented (docs/performance.md).
-python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"))' \
-    examples/admission-review.json "$WORK/review.json"
+python3 benches/review-with-pod.py examples/admission-review.json - "$WORK/review.json"
 python3 benches/review-with-pod.py "$WORK/review.json" tests/fixtures/bench-runner-pod.json "$WORK/pod10k.json"
 
 start() { # name, command...: starts a server, prints its address

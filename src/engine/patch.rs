@@ -251,6 +251,7 @@ fn pointer(path: &str) -> Result<PointerBuf, EngineBug> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn child_paths_escape_the_key_and_keep_the_tail() {
@@ -264,7 +265,6 @@ mod tests {
             "/spec/containers/-"
         );
     }
-    use serde_json::json;
 
     #[test]
     fn json_strings_are_written_as_serde_json_writes_them() {
